@@ -1,0 +1,1 @@
+"""Bundled example models, trained on first use and cached."""

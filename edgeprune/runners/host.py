@@ -1,0 +1,63 @@
+"""Runs artifacts in this process on the host CPU through each target's real runtime."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edgeprune.errors import ConfigError
+from edgeprune.runners.base import Runner, latency_stats_ms
+from edgeprune.runners.runtimes import open_session
+from edgeprune.types import Artifact, Measurement
+
+
+class HostRunner(Runner):
+    where = "host"
+
+    def measure(
+        self,
+        artifact: Artifact,
+        inputs: np.ndarray,
+        *,
+        warmup: int = 10,
+        runs: int = 50,
+        threads: int = 1,
+    ) -> Measurement:
+        if runs < 1 or warmup < 0 or threads < 1:
+            raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
+        expected = tuple(artifact.inputs[0].shape[1:])
+        if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
+            raise ConfigError(
+                f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
+            )
+        session = open_session(artifact, threads)
+        try:
+            outputs = np.stack([session.run(inputs[i : i + 1])[0] for i in range(len(inputs))])
+            first = inputs[:1]
+            for _ in range(warmup):
+                session.run(first)
+            samples_ms = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                session.run(first)
+                samples_ms.append((time.perf_counter() - start) * 1e3)
+            peak_mb, method = session.memory()
+            p50, p90, mean = latency_stats_ms(samples_ms)
+            return Measurement(
+                latency_p50_ms=p50,
+                latency_p90_ms=p90,
+                latency_mean_ms=mean,
+                runs=runs,
+                warmup_runs=warmup,
+                threads=threads,
+                size_bytes=artifact.path.stat().st_size,
+                peak_memory_mb=peak_mb,
+                memory_method=method,
+                where=self.where,
+                runner=session.runner,
+                runtime_versions=session.versions(),
+                outputs=outputs.astype(np.float32),
+            )
+        finally:
+            session.close()

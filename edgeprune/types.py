@@ -1,0 +1,243 @@
+"""Frozen types handed from one pipeline stage to the next. Every quantity carries its unit in its name.
+
+    ModelSpec + Dataset + Plan -> prune -> export -> Artifact -> runner -> Measurement -> judge -> Verdict
+
+`DeviceProfile` and `Budget` are pydantic models and live in `profiles.py`, since they are parsed from YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+TARGETS: tuple[str, ...] = ("executorch", "tflite", "onnx")
+SCHEMES: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
+"""Quantisation schemes. `int8` is static (calibrated) int8; `int8-dynamic` quantises activations at run time."""
+
+ARTIFACT_SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx"}
+
+Status = Literal["pass", "fail", "unverified"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the runtime sees it.
+
+    `scale`/`zero_point` are set for quantised (int8) I/O tensors: real = scale * (q - zero_point).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.scale is not None:
+            out.update(scale=self.scale, zero_point=self.zero_point)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model ready to transform: the module (eval mode), its batch-1 input shape, and where it came from."""
+
+    spec: str
+    name: str
+    module: torch.nn.Module = field(repr=False, compare=False)
+    input_shape: tuple[int, ...]
+    preprocessing: str
+    """How raw inputs become the float32 tensor the model takes (recorded in the manifest)."""
+    default_data: str | None = None
+    """Data spec used when the user gives none (e.g. 'examples:digits')."""
+    weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs as float32 arrays shaped (N, *input_shape[1:]) and integer labels.
+
+    Generated data (no labels) has `eval_y` None: accuracy is then agreement with the unpruned model.
+    """
+
+    source: str
+    calib_x: np.ndarray = field(repr=False, compare=False)
+    eval_x: np.ndarray = field(repr=False, compare=False)
+    eval_y: np.ndarray | None = field(repr=False, compare=False)
+    train_x: np.ndarray | None = field(default=None, repr=False, compare=False)
+    train_y: np.ndarray | None = field(default=None, repr=False, compare=False)
+    num_classes: int | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.eval_y is not None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "labelled": self.labelled,
+            "train": 0 if self.train_x is None else len(self.train_x),
+            "calibration": len(self.calib_x),
+            "eval": len(self.eval_x),
+            "num_classes": self.num_classes,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do to the model: how much to prune, how to quantise, which target and thread count.
+
+    `keep_ratio` is the global share of prunable channels kept (1.0 = no pruning);
+    `layer_keep_ratios` overrides it per module name.
+    """
+
+    target: str = "executorch"
+    scheme: str = "fp32"
+    keep_ratio: float = 1.0
+    layer_keep_ratios: dict[str, float] = field(default_factory=dict)
+    importance: str = "l2"
+    round_to: int = 8
+    threads: int = 1
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PruneSummary:
+    """What pruning did: the model before and after, and the channel counts per pruned layer."""
+
+    keep_ratio: float
+    importance: str
+    round_to: int
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    channels: dict[str, tuple[int, int]]
+    """module name -> (output channels before, after), for layers whose width changed."""
+    bn_recalibrated_batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["channels"] = {k: list(v) for k, v in self.channels.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An exported model file and the facts about how it was made."""
+
+    path: Path
+    target: str
+    scheme: str
+    size_bytes: int
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    plan: Plan
+    lowering: dict[str, Any]
+    """Target-specific lowering facts, e.g. the share of ops delegated to XNNPACK and those that were not."""
+    export_s: float = 0.0
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1e6
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a runner measured for one artifact on one machine.
+
+    `outputs` holds the runtime's float outputs for every input it was given (row i for input i),
+    so that accuracy and parity are computed by the judge, not by each runner.
+    """
+
+    latency_p50_ms: float
+    latency_p90_ms: float
+    latency_mean_ms: float
+    runs: int
+    warmup_runs: int
+    threads: int
+    size_bytes: int
+    peak_memory_mb: float | None
+    memory_method: str
+    where: str
+    """Where it ran: 'host', 'adb:SERIAL' or 'ssh:user@host'."""
+    runner: str
+    runtime_versions: dict[str, str]
+    outputs: np.ndarray = field(repr=False, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("outputs")
+        out["size_mb"] = round(self.size_bytes / 1e6, 6)
+        return out
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Accuracy of the reference model and of the artifact through its runtime, plus parity between them.
+
+    `kind` is 'eval_accuracy' with labelled data, or 'agreement_with_reference' on generated inputs
+    (then accuracies are top-1 agreement with the unpruned model, and no accuracy budget is judged).
+    """
+
+    kind: Literal["eval_accuracy", "agreement_with_reference"]
+    samples: int
+    reference_accuracy: float | None
+    artifact_accuracy: float
+    parity_metric: Literal["max_abs_diff", "top1_agreement"]
+    parity_value: float
+    parity_limit: float
+    parity_passed: bool
+
+    @property
+    def accuracy_drop_pct(self) -> float | None:
+        if self.reference_accuracy is None:
+            return None
+        return round(100.0 * (self.reference_accuracy - self.artifact_accuracy), 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["accuracy_drop_pct"] = self.accuracy_drop_pct
+        return out
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One budget judged: the value, the limit, and pass / fail / unverified with a reason."""
+
+    name: str
+    unit: str
+    value: float | None
+    limit: float | None
+    status: Status
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    device: str
+    checks: tuple[BudgetCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when no budget failed (unverified budgets do not fail a build, but are reported)."""
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[BudgetCheck, ...]:
+        return tuple(c for c in self.checks if c.status == "fail")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "passed": self.passed, "checks": [asdict(c) for c in self.checks]}
