@@ -23,34 +23,35 @@ HOST = "host"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN/inf; numbers must be numbers (YAML `true` or "8" is refused, not read as 1.0 or 8).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CpuCluster(_Strict):
     core: str = Field(description="Core micro-architecture, e.g. 'Cortex-X3'.")
-    count: int = Field(gt=0, description="Number of cores of this type.")
-    max_ghz: float = Field(gt=0, description="Maximum clock in GHz.")
+    count: int = Field(strict=True, gt=0, description="Number of cores of this type.")
+    max_ghz: float = Field(strict=True, gt=0, description="Maximum clock in GHz.")
 
 
 class PowerModel(_Strict):
-    active_w: float = Field(gt=0, description="Average package power while running inference on the CPU, in watts.")
-    idle_w: float = Field(ge=0, description="Power when idle with the screen off, in watts.")
-    battery_wh: float | None = Field(default=None, gt=0, description="Battery capacity in watt-hours (None: mains).")
+    active_w: float = Field(strict=True, gt=0, description="Average package power while running inference on the CPU, in watts.")
+    idle_w: float = Field(strict=True, ge=0, description="Power when idle with the screen off, in watts.")
+    battery_wh: float | None = Field(strict=True, default=None, gt=0, description="Battery capacity in watt-hours (None: mains).")
 
 
 class Budget(_Strict):
     """Limits one inference must meet on the device. None means 'no limit'."""
 
-    latency_ms: float | None = Field(default=None, gt=0, description="Latency limit per inference, in ms.")
+    latency_ms: float | None = Field(strict=True, default=None, gt=0, description="Latency limit per inference, in ms.")
     latency_percentile: Literal["p50", "p90"] = Field(default="p90", description="Percentile judged.")
-    model_size_mb: float | None = Field(default=None, gt=0, description="Artifact file size limit, in MB (1e6 bytes).")
-    peak_memory_mb: float | None = Field(default=None, gt=0, description="Peak memory limit while running, in MB.")
-    energy_mj: float | None = Field(default=None, gt=0, description="Energy limit per inference, in millijoules.")
-    battery_pct_per_hour: float | None = Field(
+    model_size_mb: float | None = Field(strict=True, default=None, gt=0, description="Artifact file size limit, in MB (1e6 bytes).")
+    peak_memory_mb: float | None = Field(strict=True, default=None, gt=0, description="Peak memory limit while running, in MB.")
+    energy_mj: float | None = Field(strict=True, default=None, gt=0, description="Energy limit per inference, in millijoules.")
+    battery_pct_per_hour: float | None = Field(strict=True, 
         default=None, gt=0, le=100, description="Battery share per hour allowed at `inferences_per_hour`."
     )
-    inferences_per_hour: float | None = Field(default=None, gt=0, description="Rate for `battery_pct_per_hour`.")
-    max_accuracy_drop_pct: float | None = Field(
+    inferences_per_hour: float | None = Field(strict=True, default=None, gt=0, description="Rate for `battery_pct_per_hour`.")
+    max_accuracy_drop_pct: float | None = Field(strict=True, 
         default=None, ge=0, description="Largest top-1 accuracy loss allowed vs the unpruned model, in points."
     )
 
@@ -73,7 +74,7 @@ class Budget(_Strict):
 
 
 class DeviceProfile(_Strict):
-    schema_version: int = Field(default=SCHEMA_VERSION, description="Profile format version.")
+    schema_version: int = Field(strict=True, default=SCHEMA_VERSION, description="Profile format version.")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Short name used on the command line.")
     display_name: str
     tier: Literal["flagship", "mid", "low", "board", "host"]
@@ -81,9 +82,9 @@ class DeviceProfile(_Strict):
     soc: str
     abi: str = Field(description="e.g. arm64-v8a, arm64, x86_64.")
     cpu_clusters: tuple[CpuCluster, ...] = Field(min_length=1)
-    ram_gb: float = Field(gt=0)
+    ram_gb: float = Field(strict=True, gt=0)
     supported_targets: tuple[Literal["executorch", "tflite", "onnx"], ...] = Field(min_length=1)
-    default_threads: int = Field(gt=0, description="Threads the app runs inference with.")
+    default_threads: int = Field(strict=True, gt=0, description="Threads the app runs inference with.")
     power: PowerModel
     budget: Budget
     sources: dict[str, str] = Field(description="Where each hardware figure comes from, keyed by field name.")
@@ -116,8 +117,10 @@ class DeviceProfile(_Strict):
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
-        if "energy_mj" in changes:  # an explicit energy limit replaces a battery-based one
+        if "energy_mj" in changes:  # an explicit energy limit replaces a battery-based one, and vice versa
             changes.update(battery_pct_per_hour=None, inferences_per_hour=None)
+        elif {"battery_pct_per_hour", "inferences_per_hour"} & changes.keys():
+            changes["energy_mj"] = None
         data = self.budget.model_dump() | changes
         try:
             budget = Budget.model_validate(data)
@@ -127,14 +130,20 @@ class DeviceProfile(_Strict):
 
 
 def _first_error(exc: ValidationError) -> str:
+    """The first validation error as one line: the key, what is wrong, and the value given."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    loc = ".".join(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
         msg = "unknown key (check the spelling and the unit in the name, e.g. latency_ms)"
-    elif err["type"] == "missing":
+    elif kind == "missing":
         msg = "required key is missing"
-    return f"key '{loc}': {msg}" + (f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], dict) else "")
+    elif kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+    else:
+        value = repr(err["input"])
+        msg = f"{err['msg']} (got {value[:80]})"
+    return f"key '{loc}': {msg}" if loc else msg
 
 
 def parse_profile(text: str, source: str) -> DeviceProfile:
@@ -144,7 +153,8 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(f"profile {source}: malformed YAML{where}; fix the syntax") from None
+        problem = getattr(exc, "problem", None)
+        raise ProfileError(f"profile {source}: malformed YAML{where}: {problem or 'syntax error'}; fix the syntax") from None
     if not isinstance(data, dict):
         raise ProfileError(f"profile {source}: expected a mapping of keys at the top level")
     try:
