@@ -1,0 +1,260 @@
+"""The `edgeprune` command. Maps each EdgepruneError to a one-line message and its exit code.
+
+Exit codes: 0 ok · 1 internal error · 2 bad input/config · 3 a budget was not met · 4 device/runtime unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeprune.errors import EdgepruneError
+from edgeprune.types import SCHEMES, TARGETS
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_DEVICE = 0, 1, 2, 3, 4
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgeprune", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    devices = sub.add_parser("devices", help="list the built-in device profiles and their budgets")
+    devices.add_argument("--json", action="store_true", help="print JSON")
+
+    profile = sub.add_parser("profile", help="inspect device profiles")
+    profile_sub = profile.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
+    show = profile_sub.add_parser("show", help="show one profile")
+    show.add_argument("name", help="built-in profile name or path to a profile .yaml")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    build = sub.add_parser("build", help="prune, quantise, export and measure a model for one or more devices")
+    build.add_argument("--model", required=True, help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
+    build.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
+    build.add_argument("--input-shape", help="batch-1 input shape, e.g. 1,3,224,224")
+    build.add_argument("--data", help="examples:digits, a .npz with x and y, or an image folder (one subfolder per class)")
+    build.add_argument("--device", action="append", dest="devices", help="profile name or .yaml path (repeatable; default host)")
+    build.add_argument("--target", action="append", dest="targets", choices=TARGETS, help="export target (repeatable)")
+    build.add_argument("--prune", type=float, default=0.0, help="fraction of prunable channels to remove, in [0, 1)")
+    build.add_argument("--quant", default="fp32", choices=SCHEMES, help="fp32 | fp16 | int8 (static, calibrated) | int8-dynamic")
+    build.add_argument("--out", required=True, type=Path, help="output folder (dist/<device>/ per device)")
+    build.add_argument("--latency-ms", type=_positive_float, help="override the latency budget")
+    build.add_argument("--size-mb", type=_positive_float, help="override the model size budget")
+    build.add_argument("--memory-mb", type=_positive_float, help="override the peak memory budget")
+    build.add_argument("--energy-mj", type=_positive_float, help="override the energy-per-inference budget")
+    build.add_argument("--max-accuracy-drop", type=_non_negative_float, help="override the allowed accuracy drop, in points")
+    build.add_argument("--round-to", type=int, default=8, help="round pruned channel counts to this multiple (default 8)")
+    build.add_argument("--importance", default="l2", help="channel importance: l2 (default), l1, bn-scale, fpgm, random")
+    build.add_argument("--finetune-epochs", type=int, default=10,
+                       help="distillation epochs after pruning, on labelled train data (default 10; 0 = none)")
+    build.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    build.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--json", action="store_true", help="print the build summary as JSON on stdout")
+    build.add_argument("--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _budget_text(profile: Any) -> dict[str, str]:
+    b = profile.budget
+    return {
+        "latency": f"{_fmt(b.latency_ms, 1)} ms {b.latency_percentile}" if b.latency_ms else "-",
+        "size": f"{_fmt(b.model_size_mb, 1)} MB" if b.model_size_mb else "-",
+        "memory": f"{_fmt(b.peak_memory_mb, 0)} MB" if b.peak_memory_mb else "-",
+        "energy": f"{_fmt(profile.energy_limit_mj, 1)} mJ" if profile.energy_limit_mj else "-",
+        "accuracy drop": f"{_fmt(b.max_accuracy_drop_pct, 1)} pt" if b.max_accuracy_drop_pct is not None else "-",
+    }
+
+
+def _cmd_devices(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.profiles import builtin_profiles
+
+    profiles = builtin_profiles()
+    if args.json:
+        rows = [p.model_dump(mode="json") | {"energy_limit_mj": p.energy_limit_mj} for p in profiles.values()]
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table = Table(title="Device profiles")
+    for col in ("name", "tier", "platform", "SoC", "cores", "RAM GB", "threads", "latency", "size", "memory", "energy", "accuracy drop"):
+        table.add_column(col)
+    for p in profiles.values():
+        bt = _budget_text(p)
+        table.add_row(p.name, p.tier, p.platform, p.soc, str(p.total_cores), _fmt(p.ram_gb, 1), str(p.default_threads),
+                      bt["latency"], bt["size"], bt["memory"], bt["energy"], bt["accuracy drop"])
+    out.print(table)
+    return EXIT_OK
+
+
+def _cmd_profile_show(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.profiles import load_profile
+
+    prof = load_profile(args.name)
+    data = prof.model_dump(mode="json") | {"energy_limit_mj": prof.energy_limit_mj}
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    table = Table(title=f"{prof.display_name} ({prof.name})", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    table.add_column("source")
+    table.add_row("platform / tier", f"{prof.platform} / {prof.tier}", "")
+    table.add_row("SoC", prof.soc, prof.sources.get("soc", ""))
+    clusters = ", ".join(f"{c.count}x {c.core} @ {c.max_ghz} GHz" for c in prof.cpu_clusters)
+    table.add_row("CPU", clusters, prof.sources.get("cpu_clusters", ""))
+    table.add_row("RAM", f"{prof.ram_gb} GB", prof.sources.get("ram_gb", ""))
+    table.add_row("ABI / targets", f"{prof.abi} / {', '.join(prof.supported_targets)}", "")
+    table.add_row("threads", str(prof.default_threads), "")
+    power = f"active {prof.power.active_w} W, idle {prof.power.idle_w} W, battery {prof.power.battery_wh or '-'} Wh"
+    table.add_row("power", power, prof.sources.get("power", ""))
+    for name, text in _budget_text(prof).items():
+        table.add_row(f"budget: {name}", text, "")
+    out.print(table)
+    return EXIT_OK
+
+
+def _cmd_build(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune._io import stdout_to_stderr
+    from edgeprune._progress import Steps
+    from edgeprune.modelspec import parse_input_shape
+    from edgeprune.pipeline import BuildRequest, build
+
+    request = BuildRequest(
+        model=args.model,
+        out=args.out,
+        devices=tuple(args.devices or ["host"]),
+        targets=tuple(args.targets or ()),
+        prune=args.prune,
+        quant=args.quant,
+        weights=args.weights,
+        input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
+        data=args.data,
+        budget_overrides={
+            "latency_ms": args.latency_ms,
+            "model_size_mb": args.size_mb,
+            "peak_memory_mb": args.memory_mb,
+            "energy_mj": args.energy_mj,
+            "max_accuracy_drop_pct": args.max_accuracy_drop,
+        },
+        round_to=args.round_to,
+        importance=args.importance,
+        finetune_epochs=args.finetune_epochs,
+        runs=args.runs,
+        warmup=args.warmup,
+        seed=args.seed,
+    )
+    with stdout_to_stderr():  # converters print progress to stdout; keep it for our results
+        result = build(request, Steps(enabled=not (args.quiet or args.json)))
+    if args.json:
+        print(json.dumps(result.summary, indent=2))
+    else:
+        _print_build(result.summary, args.out, out)
+    return EXIT_OK if result.passed else EXIT_BUDGET
+
+
+def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
+    pr = summary["pruning"]
+    out.print(
+        f"[bold]{summary['model']['spec']}[/]: params {pr['params_before']:,} -> {pr['params_after']:,}, "
+        f"MACs {pr['macs_before']:,} -> {pr['macs_after']:,}"
+    )
+    style = {"pass": "green", "fail": "bold red", "unverified": "yellow"}
+    for dev in summary["devices"]:
+        manifest = json.loads((out_dir / dev["dir"] / "manifest.json").read_text())
+        for art in manifest["artifacts"]:
+            q, m = art["quality"], art["measured"]
+            acc = f"{q['artifact_accuracy']:.2%}" + (" agreement with the unpruned model" if q["kind"] != "eval_accuracy" else "")
+            if q["reference_accuracy"] is not None:
+                acc += f" (unpruned {q['reference_accuracy']:.2%})"
+            title = (
+                f"{dev['device']}: {out_dir / dev['dir'] / art['path']} ({art['target']}, {art['scheme']}, "
+                f"{art['size_bytes']:,} bytes)\naccuracy {acc}; p50 {m['latency_p50_ms']:.3f} ms on {m['where']}"
+            )
+            table = Table(title=title, title_justify="left")
+            for col in ("budget", "value", "limit", "status", "note"):
+                table.add_column(col, overflow="fold")
+            for c in art["verdict"]["checks"]:
+                status = f"[{style[c['status']]}]{c['status']}[/]"
+                table.add_row(f"{c['name']} ({c['unit']})", _fmt(c["value"], 3), _fmt(c["limit"], 3), status, c["note"])
+            out.print(table)
+        if not dev["passed"]:
+            out.print(f"{dev['device']}: [bold red]a budget was not met[/]")
+        elif dev["unverified"]:
+            out.print(f"{dev['device']}: no budget failed; [yellow]unverified[/]: {', '.join(dev['unverified'])}")
+        else:
+            out.print(f"{dev['device']}: [green]all budgets met[/]")
+    out.print(f"manifests: {out_dir}/<device>/manifest.json; run summary: {out_dir / 'build.json'}")
+
+
+def _quiet_libraries() -> None:
+    """Keep third-party log lines and warnings (torch, torchao, executorch) out of the user's terminal."""
+    for name in ("torch", "torchao", "executorch", "torch_pruning", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"(torch|torchao|executorch|torch_pruning|litert_torch|onnxscript|onnxruntime)(\.|$)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.debug:
+        _quiet_libraries()
+    out = Console()
+    handlers = {"devices": _cmd_devices, "build": _cmd_build}
+    handler = _cmd_profile_show if args.command == "profile" else handlers[args.command]
+    try:
+        return handler(args, out)
+    except EdgepruneError as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split("\n"))
+        print(f"edgeprune: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeprune: interrupted; nothing half-written was left in the output folder", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: say so in one line, traceback with --debug
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"edgeprune: internal error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

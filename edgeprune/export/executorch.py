@@ -1,0 +1,311 @@
+"""ExecuTorch exporter: torch.export -> (PT2E int8 | half) -> XNNPACK delegation -> .pte.
+
+Schemes:
+  fp32          the model as is, lowered to XNNPACK.
+  fp16          `model.half()` exported with a half input; the .pte takes and returns float16 tensors
+                (the runtime session casts float32 in and float32 out).
+  int8          static PT2E quantisation (XNNPACKQuantizer, symmetric per-channel weights, calibrated
+                activations), then lowered like fp32.
+  int8-dynamic  PT2E with dynamic activation quantisation (activations quantised at run time).
+
+The exported graph has a static batch size: that of `example_input` (normally 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+    XNNPACKQuantizer,
+    get_symmetric_quantization_config,
+)
+from executorch.backends.xnnpack.utils.configs import get_transform_passes
+from executorch.devtools.backend_debug import get_delegation_info
+from executorch.exir import to_edge_transform_and_lower
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+from edgeprune._deps import package_version
+from edgeprune._io import atomic_write_bytes
+from edgeprune.errors import ConfigError, InternalError, UnsupportedModelError
+from edgeprune.export.base import Exporter, ExportResult
+from edgeprune.types import Artifact, Plan, TensorSpec
+
+# Call nodes that are bookkeeping, not operators executed at run time.
+_NOT_OPS = frozenset({"getitem", "executorch_call_delegate"})
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message, shortened: never a multi-line traceback."""
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line:
+            return line if len(line) <= limit else line[: limit - 3] + "..."
+    return type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """torch.export prints the partial FX graph to stderr before re-raising a capture error; keep that
+    out of the user's terminal on failure (it is replayed when export succeeds)."""
+    buf = io.StringIO()
+    ok = False
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+        ok = True
+    finally:
+        if ok and buf.getvalue():
+            sys.stderr.write(buf.getvalue())
+
+
+class ExecuTorchExporter(Exporter):
+    name = "executorch"
+    suffix = ".pte"
+    schemes = ("fp32", "fp16", "int8", "int8-dynamic")
+    extra = None  # executorch is a core dependency
+
+    # ------------------------------------------------------------------ public
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        example_input: torch.Tensor,
+        calibration: torch.Tensor | None,
+        plan: Plan,
+        out_path: Path,
+    ) -> ExportResult:
+        scheme = plan.scheme
+        self.check_scheme(scheme)
+        if plan.target != self.name:
+            raise InternalError(f"plan for target '{plan.target}' handed to the '{self.name}' exporter")
+        self._check_inputs(example_input, calibration, scheme)
+        out_path = Path(out_path)
+
+        start = time.perf_counter()
+        model = model.eval()
+        if scheme == "fp16":
+            half = copy.deepcopy(model).half().eval()
+            ep = self._capture(half, example_input.to(torch.float16), scheme)
+
+            def reference(x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return half(x.to(torch.float16)).float()
+
+        elif scheme in ("int8", "int8-dynamic"):
+            ex = example_input.to(torch.float32)
+            calib = ex if calibration is None or len(calibration) == 0 else calibration.to(torch.float32)
+            quantized = self._quantize(model, ex, calib, scheme)
+            ep = self._capture(quantized, ex, scheme)
+            reference = _batched(quantized, ex.shape[0])
+        else:  # fp32
+            ex = example_input.to(torch.float32)
+            ep = self._capture(model, ex, scheme)
+
+            def reference(x: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return model(x.to(torch.float32))
+
+        buffer, lowering = self._lower(ep, scheme)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_path, buffer)
+        export_s = time.perf_counter() - start
+
+        artifact = Artifact(
+            path=out_path,
+            target=self.name,
+            scheme=scheme,
+            size_bytes=len(buffer),
+            sha256=hashlib.sha256(buffer).hexdigest(),
+            inputs=_specs(ep, "input"),
+            outputs=_specs(ep, "output"),
+            plan=plan,
+            lowering=lowering,
+            export_s=round(export_s, 4),
+        )
+        return ExportResult(artifact=artifact, reference=reference)
+
+    # ------------------------------------------------------------------ steps
+
+    def _check_inputs(self, example_input: torch.Tensor, calibration: torch.Tensor | None, scheme: str) -> None:
+        if not isinstance(example_input, torch.Tensor) or not example_input.is_floating_point():
+            got = type(example_input).__name__ if not isinstance(example_input, torch.Tensor) else example_input.dtype
+            raise ConfigError(f"example input must be a float tensor, got {got}")
+        if calibration is None:
+            if scheme == "int8":
+                raise ConfigError("static int8 (--quant int8) needs calibration inputs; give --data or use int8-dynamic")
+            return
+        if not isinstance(calibration, torch.Tensor):
+            raise ConfigError(f"calibration data must be a float tensor, got {type(calibration).__name__}")
+        if not calibration.is_floating_point():
+            raise ConfigError(
+                f"calibration data has dtype {_dtype_name(calibration.dtype)}; expected float32 "
+                f"inputs shaped (N, {', '.join(map(str, example_input.shape[1:]))})"
+            )
+        if tuple(calibration.shape[1:]) != tuple(example_input.shape[1:]):
+            raise ConfigError(
+                f"calibration data has shape {tuple(calibration.shape)}, so samples of shape "
+                f"{tuple(calibration.shape[1:])}; the model input is {tuple(example_input.shape)}, so expected "
+                f"(N, {', '.join(map(str, example_input.shape[1:]))})"
+            )
+        if scheme == "int8" and len(calibration) == 0:
+            raise ConfigError("static int8 (--quant int8) needs at least one calibration input; got 0")
+
+    def _capture(self, module: torch.nn.Module, example: torch.Tensor, scheme: str) -> torch.export.ExportedProgram:
+        """torch.export, with a capture failure turned into a one-line UnsupportedModelError."""
+        try:
+            with _quiet_stderr():
+                return torch.export.export(module, (example,))
+        except Exception as exc:  # noqa: BLE001 - library errors become one typed line
+            raise UnsupportedModelError(_capture_message(self.name, scheme, module, exc)) from exc
+
+    def _quantize(
+        self, model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor, scheme: str
+    ) -> torch.fx.GraphModule:
+        config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=scheme == "int8-dynamic")
+        quantizer = XNNPACKQuantizer().set_global(config)
+        captured = self._capture(model, example, scheme)
+        try:
+            prepared = prepare_pt2e(captured.module(), quantizer)
+            batch, n = example.shape[0], len(calibration)
+            with torch.no_grad():
+                # The graph has a static batch: feed `batch` rows at a time, wrapping round at the end.
+                for i in range(0, n, batch):
+                    prepared(calibration[torch.arange(i, i + batch) % n])
+            return convert_pt2e(prepared)
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(
+                f"target '{self.name}' cannot quantise this model with --quant {scheme} (PT2E XNNPACKQuantizer): "
+                f"{_first_line(exc)}; try --quant fp32 or fp16"
+            ) from exc
+
+    def _lower(self, ep: torch.export.ExportedProgram, scheme: str) -> tuple[bytes, dict[str, Any]]:
+        try:
+            edge = to_edge_transform_and_lower(
+                ep, partitioner=[XnnpackPartitioner()], transform_passes=get_transform_passes()
+            )
+            info = get_delegation_info(edge.exported_program().graph_module)
+            program = edge.to_executorch()
+            buffer = bytes(program.buffer)
+            plan = program.executorch_program.execution_plan[0]
+        except Exception as exc:  # noqa: BLE001
+            raise UnsupportedModelError(
+                f"target '{self.name}' could not lower this model with --quant {scheme}: {_first_line(exc)}; "
+                "replace the named op, or try another --target"
+            ) from exc
+
+        delegated: dict[str, int] = {}
+        non_delegated: dict[str, int] = {}
+        for op_type, row in info.delegation_by_operator.items():
+            if op_type in _NOT_OPS:
+                continue
+            if row.delegated:
+                delegated[op_type] = row.delegated
+            if row.non_delegated:
+                non_delegated[op_type] = row.non_delegated
+        n_del, n_non = sum(delegated.values()), sum(non_delegated.values())
+        lowering = {
+            "backend": "XnnpackBackend",
+            "delegated_ops": n_del,
+            "non_delegated_ops": n_non,
+            "delegated_share": round(n_del / (n_del + n_non), 4) if n_del + n_non else 0.0,
+            "delegated_subgraphs": int(info.num_delegated_subgraphs),
+            "non_delegated": dict(sorted(non_delegated.items())),
+            "planned_arena_bytes": int(sum(plan.non_const_buffer_sizes[1:])),
+            "executorch_version": package_version("executorch"),
+        }
+        return buffer, lowering
+
+
+def _batched(module: Callable[[torch.Tensor], torch.Tensor], batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A reference for a graph captured with a static batch: runs any (N, ...) input `batch` rows at a time."""
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        with torch.no_grad():
+            if x.shape[0] == batch:
+                return module(x)
+            if x.shape[0] % batch:
+                raise ConfigError(f"reference takes batches of a multiple of {batch} rows; got {x.shape[0]}")
+            return torch.cat([module(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
+
+    return reference
+
+
+def _specs(ep: torch.export.ExportedProgram, kind: str) -> tuple[TensorSpec, ...]:
+    """TensorSpecs of the user inputs or outputs of an exported program, as the .pte will see them."""
+    sig = ep.graph_signature
+    if kind == "input":
+        names = list(sig.user_inputs)
+        nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+        vals = [nodes[n].meta["val"] for n in names]
+    else:
+        out_node = next(n for n in ep.graph.nodes if n.op == "output")
+        flat = out_node.args[0]
+        flat = list(flat) if isinstance(flat, (list, tuple)) else [flat]
+        user_out = set(sig.user_outputs)
+        vals = [n.meta["val"] for n in flat if isinstance(n, torch.fx.Node) and n.name in user_out]
+    return tuple(
+        TensorSpec(name=f"{kind}_{i}", shape=tuple(int(d) for d in v.shape), dtype=_dtype_name(v.dtype))
+        for i, v in enumerate(vals)
+    )
+
+
+def _module_path(model: torch.nn.Module, exc: BaseException) -> tuple[str, str] | None:
+    """(dotted module path, class name) of the innermost module of `model` whose code raised `exc`."""
+    names = {id(m): (n, type(m).__name__) for n, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names and not tb.tb_frame.f_code.co_filename.endswith(
+            "torch/nn/modules/module.py"
+        ):
+            found = names[id(owner)]
+        tb = tb.tb_next
+    return found
+
+
+def _user_code(exc: BaseException) -> str | None:
+    """The user line torch.export blames: 'file.py:4 `if x.sum() > 0:`'."""
+    match = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', str(exc))
+    if not match:
+        return None
+    code = match.group(3).split("  #")[0].strip()
+    return f"{Path(match.group(1)).name}:{match.group(2)} `{code}`"
+
+
+def _capture_message(target: str, scheme: str, module: torch.nn.Module, exc: BaseException) -> str:
+    where = _module_path(module, exc)
+    code = _user_code(exc)
+    place = ""
+    if where is not None:
+        place = f" in module '{where[0]}' ({where[1]})" if where[0] else f" in the model's forward ({where[1]})"
+    if code:
+        place += f" at {code}"
+    reason = _first_line(exc, limit=160).split(".  ")[0].split(" (unhinted")[0]
+    data_dependent = "data-dependent" in str(exc) or "GuardOnDataDependent" in type(exc).__name__
+    if data_dependent:
+        fix = ("branch on tensor values is not exportable: rewrite it with torch.where/torch.cond, "
+               "or move it out of the model")
+        return f"target '{target}': torch.export cannot capture the model{place}: data-dependent control flow ({reason}); {fix}"
+    return (
+        f"target '{target}' (--quant {scheme}): torch.export cannot capture the model{place}: {reason}; "
+        "make forward() traceable by torch.export (no Python branching on tensor values, no unsupported ops)"
+    )
+
+
+EXPORTER = ExecuTorchExporter()

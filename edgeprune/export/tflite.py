@@ -1,0 +1,271 @@
+"""LiteRT (TFLite) exporter: litert-torch conversion, ai-edge-quantizer / PT2E quantisation, XNNPACK lowering facts.
+
+Schemes:
+
+- ``fp32``: ``litert_torch.convert(model, (x,))``. Reference: the fp32 module.
+- ``fp16``: the fp32 flatbuffer with fp16 weights (ai-edge-quantizer FLOAT_CASTING, weight-only, 16 bits); the
+  runtime inserts DEQUANTIZE ops and computes in float32, I/O stays float32. Reference: the fp32 module.
+- ``int8``: static int8 through PT2E with litert-torch's ``PT2EQuantizer`` (per-channel symmetric weights, static
+  activations), calibrated on the calibration rows, converted with ``QuantConfig(pt2e_quantizer=q)``. The model's
+  input and output tensors are int8; their scale / zero point are recorded in the TensorSpecs. Reference: the PT2E
+  fake-quantised module (the one that was converted).
+- ``int8-dynamic``: dynamic-range int8 weights (ai-edge-quantizer ``dynamic_wi8_afp32``), float I/O. Reference: the
+  fp32 module (the runtime quantises activations per inference; PyTorch has no twin that matches it more closely).
+
+Lowering facts come from loading the flatbuffer in ai-edge-litert twice: once without the default delegates (the
+op list) and once with the default XNNPACK delegate; each DELEGATE node's inputs / outputs bound the partition it
+replaced, and walking producers back from its outputs to its inputs gives the ops inside it. Ops in no partition
+run on the builtin kernels. This is the host's XNNPACK build; a phone runs the same delegate code for ARM.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from edgeprune._deps import package_version, require
+from edgeprune._io import atomic_write_bytes, sha256_file
+from edgeprune.errors import ConfigError, EdgepruneError, UnsupportedModelError
+from edgeprune.export.base import Exporter, ExportResult
+from edgeprune.types import Artifact, Plan, TensorSpec
+
+_QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_WHERE = re.compile(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in (\S+)\s*\n\s*(.+)')
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of the innermost cause of `exc`, without terminal colour codes."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    root = chain[-1]
+    texts = [re.sub(r"\x1b\[[0-9;]*m", "", str(e)) for e in chain]
+    line = next((ln.strip() for ln in texts[-1].splitlines() if ln.strip()), "")
+    where = next(filter(None, (_WHERE.search(t) for t in reversed(texts))), None)
+    msg = f"{type(root).__name__}: {line}" if line else type(root).__name__
+    if where:
+        msg += f" (at {Path(where.group(1)).name}:{where.group(2)} in {where.group(3)}: {where.group(4).strip()})"
+    return msg[:400]
+
+
+def _rowwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Apply a batch-1 callable to each row of a batch, without autograd, returning float32."""
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([fn(x[i : i + 1]).float() for i in range(len(x))])
+
+    return reference
+
+
+def _batch(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x).float()
+
+    return reference
+
+
+def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero_point = detail["quantization"]
+    if dtype in ("int8", "uint8", "int16") and scale:
+        return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), dtype, float(scale), int(zero_point))
+    return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), dtype)
+
+
+def inspect_flatbuffer(content: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
+    """(input specs, output specs, lowering facts) of a .tflite flatbuffer, read through ai-edge-litert."""
+    litert = require("ai_edge_litert.interpreter", extra="tflite")
+    plain = litert.Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    plain.allocate_tensors()
+    inputs = tuple(_tensor_spec(d) for d in plain.get_input_details())
+    outputs = tuple(_tensor_spec(d) for d in plain.get_output_details())
+    ops = plain._get_ops_details()  # private but stable since TF 2.x; the public API lists no ops
+    op_counts = dict(Counter(op["op_name"] for op in ops))
+
+    def dtype_of(t: int) -> str:
+        return np.dtype(plain._get_tensor_details(int(t), 0)["dtype"]).name
+
+    float_ops = sorted(
+        {
+            op["op_name"]
+            for op in ops
+            if op["op_name"] not in _QUANT_OPS
+            and any(dtype_of(t) in ("float32", "float16") for t in op["outputs"] if t >= 0)
+        }
+    )
+
+    delegated = litert.Interpreter(model_content=content)  # AUTO resolver: the default XNNPACK delegate
+    delegated.allocate_tensors()
+    dops = delegated._get_ops_details()
+    producer: dict[int, int] = {}
+    for op in dops:
+        if op["op_name"] != "DELEGATE":
+            for t in op["outputs"]:
+                producer[int(t)] = op["index"]
+    inside: set[int] = set()
+    partitions = 0
+    for op in dops:
+        if op["op_name"] != "DELEGATE":
+            continue
+        partitions += 1
+        boundary = {int(t) for t in op["inputs"]}
+        stack = [int(t) for t in op["outputs"]]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in seen or t in boundary or t not in producer:
+                continue
+            seen.add(t)
+            node = producer[t]
+            inside.add(node)
+            stack.extend(int(u) for u in dops[node]["inputs"] if u >= 0)
+    original = [op for op in dops if op["op_name"] != "DELEGATE"]
+    not_delegated = [op["op_name"] for op in original if op["index"] not in inside]
+    lowering: dict[str, Any] = {
+        "ops": op_counts,
+        "not_delegated_to_xnnpack": not_delegated,
+        "xnnpack_delegation": (
+            "measured on the host: ops inside the default XNNPACK delegate's partitions (DELEGATE nodes of an "
+            "ai_edge_litert.Interpreter load, each partition traced from its output tensors back to its input "
+            "tensors) vs a BUILTIN_WITHOUT_DEFAULT_DELEGATES load"
+        ),
+        "xnnpack_partitions": partitions,
+        "delegated_op_share": round((len(original) - len(not_delegated)) / len(original), 4) if original else 0.0,
+        "float_compute_ops": float_ops,
+    }
+    return inputs, outputs, lowering
+
+
+class TFLiteExporter(Exporter):
+    name = "tflite"
+    suffix = ".tflite"
+    extra = "tflite"
+    schemes = ("fp32", "fp16", "int8", "int8-dynamic")
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        example_input: torch.Tensor,
+        calibration: torch.Tensor,
+        plan: Plan,
+        out_path: Path,
+    ) -> ExportResult:
+        self.check_scheme(plan.scheme)
+        if plan.target != self.name:
+            raise ConfigError(
+                f"plan.target '{plan.target}' given to the '{self.name}' exporter; set target='{self.name}'"
+            )
+        if plan.scheme == "int8" and (calibration is None or len(calibration) == 0):
+            raise ConfigError("--quant int8 for target 'tflite' needs calibration samples; none were given")
+        litert_torch = require("litert_torch", extra="tflite")
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        example_input = example_input.detach().float()
+        start = time.perf_counter()
+        lowering: dict[str, Any] = {}
+        try:
+            if plan.scheme == "int8":
+                content, reference, lowering = self._int8_static(litert_torch, model, example_input, calibration)
+            else:
+                content = bytes(litert_torch.convert(model, (example_input,)).model_content())
+                reference = _batch(model)
+                lowering = {"reference": "fp32"}
+                if plan.scheme == "fp16":
+                    content = self._aeq_fp16(content)
+                    lowering["quantizer"] = "ai_edge_quantizer weight-only float16 (FLOAT_CASTING), float32 compute"
+                elif plan.scheme == "int8-dynamic":
+                    recipe = require("ai_edge_quantizer.recipe", extra="tflite")
+                    content = self._aeq(content, recipe.dynamic_wi8_afp32())
+                    lowering["quantizer"] = "ai_edge_quantizer dynamic_wi8_afp32 (int8 weights, float I/O)"
+            inputs, outputs, facts = inspect_flatbuffer(content)
+        except (EdgepruneError, MemoryError):
+            raise
+        except Exception as exc:
+            raise UnsupportedModelError(
+                f"target 'tflite' cannot convert this model with --quant {plan.scheme}: {_first_line(exc)}"
+            ) from exc
+        lowering.update(facts)
+        lowering["litert_torch_version"] = package_version("litert-torch") or getattr(litert_torch, "__version__", None)
+        lowering["ai_edge_litert_version"] = package_version("ai-edge-litert")
+        if plan.scheme in ("fp16", "int8-dynamic"):
+            lowering["ai_edge_quantizer_version"] = package_version("ai-edge-quantizer")
+        if plan.scheme != "int8":
+            lowering.pop("float_compute_ops", None)
+        atomic_write_bytes(out_path, content)
+        export_s = time.perf_counter() - start
+        artifact = Artifact(
+            path=out_path,
+            target=self.name,
+            scheme=plan.scheme,
+            size_bytes=out_path.stat().st_size,
+            sha256=sha256_file(out_path),
+            inputs=inputs,
+            outputs=outputs,
+            plan=plan,
+            lowering=lowering,
+            export_s=round(export_s, 3),
+        )
+        return ExportResult(artifact=artifact, reference=reference)
+
+    @staticmethod
+    def _int8_static(litert_torch, model, example_input, calibration):
+        pt2e = require("litert_torch.quantize.pt2e_quantizer", extra="tflite")
+        qcfg = require("litert_torch.quantize.quant_config", extra="tflite")
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        quantizer = pt2e.PT2EQuantizer().set_global(
+            pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+        )
+        graph = prepare_pt2e(torch.export.export(model, (example_input,)).module(), quantizer)
+        with torch.no_grad():
+            for i in range(len(calibration)):  # exported with batch 1: calibrate row by row
+                graph(calibration[i : i + 1].float())
+        graph = convert_pt2e(graph, fold_quantize=False)
+        move_exported_model_to_eval(graph)  # swaps BN/dropout to their eval forms in the graph
+        graph.training = False  # exported modules refuse .eval(); litert-torch warns on the flag alone
+        content = bytes(
+            litert_torch.convert(
+                graph, (example_input,), quant_config=qcfg.QuantConfig(pt2e_quantizer=quantizer)
+            ).model_content()
+        )
+        lowering = {
+            "reference": "pt2e_fake_quant",
+            "quantizer": "litert_torch PT2EQuantizer, symmetric per-channel int8 weights, static int8 activations",
+            "calibration_samples": int(len(calibration)),
+        }
+        return content, _rowwise(graph), lowering
+
+    @staticmethod
+    def _aeq(content: bytes, recipe_obj) -> bytes:
+        quantizer = require("ai_edge_quantizer.quantizer", extra="tflite")
+        qt = quantizer.Quantizer(bytearray(content), recipe_obj)
+        return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+    @staticmethod
+    def _aeq_fp16(content: bytes) -> bytes:
+        quantizer = require("ai_edge_quantizer.quantizer", extra="tflite")
+        qtyping = require("ai_edge_quantizer.qtyping", extra="tflite")
+        algos = require("ai_edge_quantizer.algorithm_manager", extra="tflite")
+        qt = quantizer.Quantizer(bytearray(content))
+        qt.add_weight_only_config(
+            regex=".*",
+            operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+            num_bits=16,
+            algorithm_key=algos.AlgorithmName.FLOAT_CASTING,
+        )
+        return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+EXPORTER = TFLiteExporter()
