@@ -86,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--json", action="store_true", help="print the build summary as JSON on stdout")
     build.add_argument("--quiet", action="store_true", help="no progress display")
+
+    validate = sub.add_parser("validate", help="measure built artifacts on the host, a phone (adb) or a board (ssh)")
+    validate.add_argument("path", type=Path, help="a build folder (dist/) or one device's folder (dist/pixel-8)")
+    validate.add_argument("--on", default="host", help="host (default), adb, adb:SERIAL, adb:all or ssh:user@host[:port]")
+    validate.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    validate.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    validate.add_argument("--threads", type=int, help="threads (default: the device profile's)")
+    validate.add_argument("--remote-python", help="python interpreter on the device or board that has the runtime")
+    validate.add_argument("--identity", help="ssh private key for --on ssh:...")
+    validate.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
+    validate.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
 
@@ -189,6 +200,30 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if result.passed else EXIT_BUDGET
 
 
+def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune._io import stdout_to_stderr
+    from edgeprune.runners import get_runner
+    from edgeprune.validate import validate
+
+    runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity, adb_port=args.adb_port)
+    with stdout_to_stderr():
+        results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        table = Table(title=f"Validated on {runner.where}")
+        for col in ("device", "artifact", "p50 ms", "p90 ms", "memory MB", "accuracy", "checks"):
+            table.add_column(col, overflow="fold")
+        for r in results:
+            m = r["measured"]
+            checks = ", ".join(f"{c['name']}: {c['status']}" for c in r["verdict"]["checks"])
+            acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+            table.add_row(r["device"], r["artifact"], _fmt(m["latency_p50_ms"], 3), _fmt(m["latency_p90_ms"], 3),
+                          _fmt(m["peak_memory_mb"], 2), acc, checks)
+        out.print(table)
+    return EXIT_OK if all(r["verdict"]["passed"] for r in results) else EXIT_BUDGET
+
+
 def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
     pr = summary["pruning"]
     out.print(
@@ -235,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     out = Console()
-    handlers = {"devices": _cmd_devices, "build": _cmd_build}
+    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate}
     handler = _cmd_profile_show if args.command == "profile" else handlers[args.command]
     try:
         return handler(args, out)

@@ -116,7 +116,7 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
         if drop is None:
             checks.append(
                 BudgetCheck("accuracy_drop", "points", None, budget.max_accuracy_drop_pct, "unverified",
-                            "no labelled eval data: accuracy could not be measured")
+                            "accuracy not measured: no labelled eval data, or the runner returned no outputs")
             )
         else:
             # Accuracy belongs to the program, not to the device's speed: it is judged from the runtime's outputs.

@@ -195,7 +195,8 @@ class Quality:
     kind: Literal["eval_accuracy", "agreement_with_reference"]
     samples: int
     reference_accuracy: float | None
-    artifact_accuracy: float
+    artifact_accuracy: float | None
+    """None when the runner returned no outputs (a native benchmark binary on a phone)."""
     parity_metric: Literal["max_abs_diff", "top1_agreement"]
     parity_value: float
     parity_limit: float
@@ -203,7 +204,7 @@ class Quality:
 
     @property
     def accuracy_drop_pct(self) -> float | None:
-        if self.reference_accuracy is None:
+        if self.reference_accuracy is None or self.artifact_accuracy is None:
             return None
         return round(100.0 * (self.reference_accuracy - self.artifact_accuracy), 4)
 

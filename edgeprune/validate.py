@@ -1,0 +1,127 @@
+"""validate(): measure already-built artifacts on a runner (host, a phone over adb, a board over ssh) and judge
+them against their device's budget. Each validation is appended to the device's manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeprune._io import atomic_write_json, sha256_file
+from edgeprune.data import load_data
+from edgeprune.errors import ConfigError
+from edgeprune.judge import judge, top1
+from edgeprune.profiles import Budget, DeviceProfile, load_profile
+from edgeprune.runners.base import Runner
+from edgeprune.types import Artifact, Plan, Quality, TensorSpec
+
+
+@dataclass(frozen=True)
+class DeviceBuild:
+    """One device folder of a build: its manifest and where it lives."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def device(self) -> str:
+        return self.manifest["device"]["name"]
+
+
+def find_builds(path: Path) -> list[DeviceBuild]:
+    """Device folders under `path`: `path` itself if it holds a manifest.json, else its subfolders that do."""
+    if not path.is_dir():
+        raise ConfigError(f"'{path}' is not a folder; give a build output folder such as dist/ or dist/host")
+    folders = [path] if (path / "manifest.json").is_file() else sorted(p for p in path.iterdir() if (p / "manifest.json").is_file())
+    if not folders:
+        raise ConfigError(f"no manifest.json in '{path}' or its subfolders; run 'edgeprune build --out {path}' first")
+    builds = []
+    for folder in folders:
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"'{folder / 'manifest.json'}' is not valid JSON (line {exc.lineno}); rebuild it") from None
+        if manifest.get("schema_version") != 1:
+            raise ConfigError(f"'{folder / 'manifest.json'}' has schema_version {manifest.get('schema_version')!r}; this edgeprune reads 1")
+        builds.append(DeviceBuild(folder, manifest))
+    return builds
+
+
+def _artifact(folder: Path, entry: dict[str, Any]) -> Artifact:
+    path = folder / entry["path"]
+    if not path.is_file():
+        raise ConfigError(f"artifact '{path}' named in the manifest is missing; rebuild it")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise ConfigError(f"artifact '{path}' changed since it was built (sha256 {digest[:12]}…, manifest {entry['sha256'][:12]}…); rebuild it")
+    return Artifact(
+        path=path,
+        target=entry["target"],
+        scheme=entry["scheme"],
+        size_bytes=entry["size_bytes"],
+        sha256=entry["sha256"],
+        inputs=tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in entry["inputs"]),
+        outputs=tuple(TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in entry["outputs"]),
+        plan=Plan(**entry["plan"]),
+        lowering=entry.get("lowering", {}),
+    )
+
+
+def _profile(manifest: dict[str, Any]) -> DeviceProfile:
+    """The device's profile with the budget the build judged against (command-line overrides included)."""
+    profile = load_profile(manifest["device"]["name"])
+    budget = {k: v for k, v in manifest["budget"].items() if k != "energy_limit_mj"}
+    return profile.model_copy(update={"budget": Budget.model_validate(budget)})
+
+
+def _quality(entry: dict[str, Any], outputs: np.ndarray, labels: np.ndarray | None) -> Quality:
+    """Eval accuracy through the runtime on the runner's machine, with the build's reference and parity.
+
+    Without labels, or without outputs (a native benchmark binary), accuracy is not measured here: None.
+    """
+    built = entry["quality"]
+    measured = labels is not None and outputs.size > 0
+    return Quality(
+        kind=built["kind"],
+        samples=len(outputs),
+        reference_accuracy=built["reference_accuracy"] if measured else None,
+        artifact_accuracy=float((top1(outputs) == labels).mean()) if measured else None,
+        parity_metric=built["parity_metric"],
+        parity_value=built["parity_value"],
+        parity_limit=built["parity_limit"],
+        parity_passed=built["parity_passed"],
+    )
+
+
+def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
+    """Measure every artifact under `path` on `runner`, judge it, and append the result to its manifest."""
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"--runs {runs} / --warmup {warmup}: need runs >= 1 and warmup >= 0")
+    results = []
+    for build in find_builds(path):
+        manifest = build.manifest
+        profile = _profile(manifest)
+        shape = tuple(manifest["model"]["input_shape"])
+        data = load_data(manifest["data"]["source"] if manifest["data"]["source"] != "generated" else None, shape)
+        artifacts = [(entry, _artifact(build.folder, entry)) for entry in manifest["artifacts"]]
+        for entry, artifact in artifacts:
+            measurement = runner.measure(
+                artifact, data.eval_x, warmup=warmup, runs=runs, threads=threads or profile.default_threads
+            )
+            quality = _quality(entry, measurement.outputs, data.eval_y)
+            verdict = judge(profile, measurement, quality)
+            record = {
+                "validated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "measured": measurement.to_dict(),
+                "accuracy": quality.artifact_accuracy,
+                "verdict": verdict.to_dict(),
+            }
+            entry.setdefault("validations", []).append(record)
+            results.append({"device": build.device, "artifact": entry["path"], **record})
+        atomic_write_json(build.folder / "manifest.json", manifest)
+    return results
