@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--threads", type=int, help="threads (default: the device profile's)")
     validate.add_argument("--remote-python", help="python interpreter on the device or board that has the runtime")
     validate.add_argument("--identity", help="ssh private key for --on ssh:...")
+    validate.add_argument("--known-hosts", help="ssh known_hosts file for --on ssh:... (default: ssh's own)")
     validate.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
@@ -205,7 +206,8 @@ def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
     from edgeprune.runners import get_runner
     from edgeprune.validate import validate
 
-    runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity, adb_port=args.adb_port)
+    runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
+                        known_hosts=args.known_hosts, adb_port=args.adb_port)
     with stdout_to_stderr():
         results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads)
     if args.json:

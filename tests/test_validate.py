@@ -62,3 +62,28 @@ def test_unknown_runner_spec(built, capsys, on):
 def test_a_folder_without_manifests(tmp_path, capsys):
     code = main(["validate", str(tmp_path), "--on", "host"])
     assert code == 2 and "no manifest.json" in capsys.readouterr().err
+
+
+def test_validate_on_a_loopback_ssh_board_gives_the_host_format(built, tmp_path_factory, capsys):
+    """`edgeprune validate dist/host --on ssh:user@127.0.0.1:PORT` through a real sshd and the real ssh client."""
+    import sys
+
+    from sshd_loopback import loopback_sshd
+
+    main(["validate", str(built / "host"), "--on", "host", "--runs", "5", "--warmup", "1", "--json"])
+    (on_host,) = json.loads(capsys.readouterr().out)
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as board:
+        code = main(["validate", str(built / "host"), "--on", f"ssh:{board.target}", "--identity", str(board.identity_file),
+                     "--known-hosts", str(board.known_hosts), "--remote-python", sys.executable,
+                     "--runs", "5", "--warmup", "1", "--json"])
+    (on_board,) = json.loads(capsys.readouterr().out)
+    assert code in (0, 3)
+    assert on_board["measured"]["where"] == f"ssh:{board.target}"
+    assert set(on_board["measured"]) >= set(on_host["measured"])
+    assert on_board["measured"]["runtime_versions"].keys() == on_host["measured"]["runtime_versions"].keys()
+    assert on_board["accuracy"] == pytest.approx(on_host["accuracy"])
+    # A host build measured on a board is not a measurement of the host: its latency stays unverified.
+    checks = {c["name"]: c["status"] for c in on_board["verdict"]["checks"]}
+    assert checks["latency"] == "unverified"
+    manifest = json.loads((built / "host" / "manifest.json").read_text())
+    assert [v["measured"]["where"] for v in manifest["artifacts"][0]["validations"]][-1] == f"ssh:{board.target}"

@@ -17,6 +17,7 @@ def get_runner(
     *,
     python: str | None = None,
     identity_file: str | None = None,
+    known_hosts: str | None = None,
     adb_port: int = 5037,
 ) -> Runner:
     """The runner named by an `--on` value. `python` is the interpreter to use on the device or board."""
@@ -32,5 +33,5 @@ def get_runner(
     if on.startswith("ssh:") and len(on) > 4:
         from edgeprune.runners.ssh import SshRunner
 
-        return SshRunner(on[4:], identity_file=identity_file, python=python or "python3")
+        return SshRunner(on[4:], identity_file=identity_file, known_hosts=known_hosts, python=python or "python3")
     raise ConfigError(f"--on '{on}' is not understood; forms: {ON_FORMS}")

@@ -26,6 +26,8 @@ class HostRunner(Runner):
     ) -> Measurement:
         if runs < 1 or warmup < 0 or threads < 1:
             raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
+        if not artifact.path.is_file():
+            raise ConfigError(f"artifact '{artifact.path}' does not exist; build it first")
         expected = tuple(artifact.inputs[0].shape[1:])
         if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
             raise ConfigError(

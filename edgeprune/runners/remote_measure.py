@@ -14,6 +14,7 @@ float32 outputs (one row per input) are written to `--outputs`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ def _version(dist: str) -> str:
 
 class _ExecuTorch:
     runner = "executorch.runtime"
+    modules = ("torch", "executorch.runtime")
 
     def __init__(self, path: str, threads: int):
         import torch
@@ -73,6 +75,7 @@ class _ExecuTorch:
 
 class _LiteRT:
     runner = "ai_edge_litert.Interpreter"
+    modules = ("ai_edge_litert.interpreter",)
 
     def __init__(self, path: str, threads: int):
         from ai_edge_litert.interpreter import Interpreter
@@ -98,6 +101,7 @@ class _LiteRT:
 
 class _OnnxRuntime:
     runner = "onnxruntime.InferenceSession"
+    modules = ("onnxruntime",)
 
     def __init__(self, path: str, threads: int):
         import onnxruntime as ort
@@ -120,8 +124,11 @@ def measure(artifact: str, inputs: np.ndarray, warmup: int, runs: int, threads: 
     suffix = os.path.splitext(artifact)[1]
     if suffix not in RUNTIMES:
         raise SystemExit(f"remote_measure: unknown artifact type '{suffix}'; known: {', '.join(RUNTIMES)}")
+    runtime = RUNTIMES[suffix]
+    for module in runtime.modules:  # import first, so the memory figure counts the model, not the runtime's import
+        importlib.import_module(module)
     rss_before_kb = _status_kb("VmRSS")
-    session = RUNTIMES[suffix](artifact, threads)
+    session = runtime(artifact, threads)
     outputs = np.stack([session.run(inputs[i : i + 1])[0] for i in range(len(inputs))])
     first = np.ascontiguousarray(inputs[:1])
     for _ in range(warmup):
