@@ -128,7 +128,7 @@ def resolve_model(
     elif spec.startswith("timm:"):
         name = spec.split(":", 1)[1]
         module, shape = _timm(name)
-    elif ":" in spec and spec.split(":", 1)[1]:
+    elif ":" in spec and all(spec.split(":", 1)):
         name = spec.split(":", 1)[1]
         made = _factory(spec)()
         if not isinstance(made, nn.Module):

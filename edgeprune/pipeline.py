@@ -205,11 +205,13 @@ def _build(
     staging = Path(tempfile.mkdtemp(dir=request.out, prefix=".staging-"))
     try:
         exports: dict[str, ExportResult] = {}
+        references: dict[str, np.ndarray] = {}
         for target in targets:
             with steps.step(f"Exporting {target} ({request.quant})"):
                 plan = Plan(**{**base_plan.to_dict(), "target": target})
                 path = staging / f"export{ARTIFACT_SUFFIX[target]}"
                 exports[target] = get_exporter(target).export(pruned, example, calib, plan, path)
+                references[target] = _outputs(exports[target].reference, dataset.eval_x)
 
         runner = HostRunner()
         measured: dict[tuple[str, int], Measurement] = {}
@@ -226,8 +228,9 @@ def _build(
                             result.artifact, dataset.eval_x, warmup=request.warmup, runs=request.runs, threads=threads
                         )
                 measurement = measured[key]
-                reference = _outputs(result.reference, dataset.eval_x)
-                quality = assess_quality(request.quant, measurement.outputs, reference, dense_outputs, dataset.eval_y)
+                quality = assess_quality(
+                    request.quant, measurement.outputs, references[target], dense_outputs, dataset.eval_y
+                )
                 if not quality.parity_passed:
                     raise ParityError(
                         f"target '{target}' scheme '{request.quant}': runtime outputs disagree with the PyTorch model "
@@ -257,10 +260,8 @@ def _build(
             )
         for prof in profiles:  # move each finished device folder into place, replacing an older one whole
             final = request.out / prof.name
-            old = None
-            if final.exists():
-                old = staging / f".old-{prof.name}"
-                os.replace(final, old)
+            if final.exists():  # the older folder goes into staging, which is removed below
+                os.replace(final, staging / f".old-{prof.name}")
             os.replace(staging / prof.name, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

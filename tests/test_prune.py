@@ -1,0 +1,74 @@
+"""Structured pruning: a genuinely smaller module, widths rounded, classifier kept, BN recalibrated."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgeprune.errors import ConfigError
+from edgeprune.examples import digits
+from edgeprune.prune import prune
+from edgeprune.types import Plan
+
+EXAMPLE = torch.zeros(digits.INPUT_SHAPE)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return digits.build_model().eval()
+
+
+@pytest.fixture(scope="module")
+def calib():
+    return torch.rand(64, *digits.INPUT_SHAPE[1:])
+
+
+def widths(module):
+    return {n: m.out_channels for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_global_ratio_really_shrinks_the_module(model, calib):
+    pruned, summary = prune(model, EXAMPLE, calib, Plan(keep_ratio=0.5))
+    assert summary.params_after < 0.5 * summary.params_before
+    assert summary.macs_after < 0.5 * summary.macs_before
+    assert sum(p.numel() for p in pruned.parameters()) == summary.params_after
+    assert pruned(EXAMPLE).shape == (1, 10), "the classifier's outputs are kept"
+    assert all(w % 8 == 0 for w in widths(pruned).values())
+    assert summary.bn_recalibrated_batches >= 2
+    assert widths(model) != widths(pruned), "the input model must not be modified in place"
+    before, after = zip(*summary.channels.values())
+    assert all(a < b for a, b in zip(after, before))
+
+
+def test_round_to_is_configurable(model, calib):
+    pruned, _ = prune(model, EXAMPLE, calib, Plan(keep_ratio=0.6, round_to=16))
+    assert all(w % 16 == 0 for w in widths(pruned).values())
+
+
+def test_per_layer_ratio_touches_only_its_group(model, calib):
+    name = "head.0"
+    assert name in dict(model.named_modules()), sorted(dict(model.named_modules()))[:20]
+    pruned, summary = prune(model, EXAMPLE, calib, Plan(layer_keep_ratios={name: 0.5}))
+    assert widths(pruned)[name] == widths(model)[name] // 2
+    assert set(summary.channels) == {name}
+
+
+def test_keep_ratio_one_is_a_no_op(model, calib):
+    pruned, summary = prune(model, EXAMPLE, calib, Plan(keep_ratio=1.0))
+    assert summary.params_after == summary.params_before and not summary.channels
+    torch.testing.assert_close(pruned(EXAMPLE), model(EXAMPLE))
+
+
+@pytest.mark.parametrize(
+    ("plan", "needle"),
+    [
+        (Plan(keep_ratio=0.0), "keep ratio"),
+        (Plan(importance="magic"), "importance 'magic'"),
+        (Plan(layer_keep_ratios={"no.such.layer": 0.5}), "no.such.layer"),
+        (Plan(round_to=0), "round_to"),
+    ],
+)
+def test_bad_plans_are_config_errors(model, calib, plan, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        prune(model, EXAMPLE, calib, plan)
