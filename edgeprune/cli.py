@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from edgeprune.errors import EdgepruneError
+from edgeprune.errors import ConfigError, EdgepruneError
 from edgeprune.types import SCHEMES, TARGETS
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_BUDGET, EXIT_DEVICE = 0, 1, 2, 3, 4
@@ -55,12 +55,24 @@ def _parser() -> argparse.ArgumentParser:
 
     devices = sub.add_parser("devices", help="list the built-in device profiles and their budgets")
     devices.add_argument("--json", action="store_true", help="print JSON")
+    devices.add_argument("--connected", action="store_true", help="list attached phones and emulators (adb) instead")
+    devices.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
 
     profile = sub.add_parser("profile", help="inspect device profiles")
     profile_sub = profile.add_subparsers(dest="profile_command", required=True, parser_class=_Parser)
     show = profile_sub.add_parser("show", help="show one profile")
     show.add_argument("name", help="built-in profile name or path to a profile .yaml")
     show.add_argument("--json", action="store_true", help="print JSON")
+    draft = profile_sub.add_parser("draft", help="write a profile YAML from what an attached device reports")
+    draft.add_argument("--on", required=True, help="adb or adb:SERIAL")
+    draft.add_argument("--out", type=Path, help="write the YAML here (default: print it)")
+    draft.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
+
+    runners = sub.add_parser("runners", help="the cache of on-device benchmark programs (benchmark_model, ...)")
+    runners_sub = runners.add_subparsers(dest="runners_command", required=True, parser_class=_Parser)
+    add = runners_sub.add_parser("add", help="add a benchmark_model / executor_runner / onnxruntime_perf_test binary")
+    add.add_argument("path", help="the binary, built for the device's ABI")
+    runners_sub.add_parser("list", help="list cached benchmark programs")
 
     build = sub.add_parser("build", help="prune, quantise, export and measure a model for one or more devices")
     build.add_argument("--model", required=True, help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
@@ -117,6 +129,8 @@ def _budget_text(profile: Any) -> dict[str, str]:
 
 
 def _cmd_devices(args: argparse.Namespace, out: Console) -> int:
+    if args.connected:
+        return _cmd_devices_connected(args, out)
     from edgeprune.profiles import builtin_profiles
 
     profiles = builtin_profiles()
@@ -131,6 +145,65 @@ def _cmd_devices(args: argparse.Namespace, out: Console) -> int:
         bt = _budget_text(p)
         table.add_row(p.name, p.tier, p.platform, p.soc, str(p.total_cores), _fmt(p.ram_gb, 1), str(p.default_threads),
                       bt["latency"], bt["size"], bt["memory"], bt["energy"], bt["accuracy drop"])
+    out.print(table)
+    return EXIT_OK
+
+
+def _cmd_devices_connected(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.runners.adb import list_connected
+
+    infos = list_connected("127.0.0.1", args.adb_port)
+    if args.json:
+        print(json.dumps([_device_info_dict(i) for i in infos], indent=2))
+        return EXIT_OK
+    table = Table(title=f"Attached devices (adb server on port {args.adb_port})")
+    for col in ("serial", "state", "model", "SoC", "ABI", "SDK", "RAM GB", "CPU max GHz", "profile"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        ghz = ", ".join(f"{g:.2f}" for g in sorted(set(i.cpu_max_ghz), reverse=True))
+        profile = f"{i.matched_profile} (by {i.match_kind})" if i.matched_profile else "none: edgeprune profile draft --on adb:" + i.serial
+        table.add_row(i.serial, i.state, i.model or "-", i.soc or "-", i.abi or "-", str(i.sdk or "-"),
+                      _fmt(i.ram_gb, 1), ghz or "-", profile)
+    out.print(table)
+    return EXIT_OK
+
+
+def _device_info_dict(info: Any) -> dict[str, Any]:
+    import dataclasses
+
+    data = dataclasses.asdict(info)
+    data.pop("props", None)
+    return data
+
+
+def _cmd_profile_draft(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune._io import atomic_write_bytes
+    from edgeprune.runners.adb import AdbRunner, draft_profile
+
+    if args.on != "adb" and not args.on.startswith("adb:"):
+        raise ConfigError(f"--on '{args.on}': profile draft reads a device over adb; use adb or adb:SERIAL")
+    serial = args.on.split(":", 1)[1] if ":" in args.on else None
+    text = draft_profile(AdbRunner(serial, adb_port=args.adb_port).device_info())
+    if args.out:
+        atomic_write_bytes(args.out, text.encode())
+        out.print(f"wrote {args.out}; fill in the power model and budgets, then use --device {args.out}")
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
+def _cmd_runners(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.runners import cache
+
+    if args.runners_command == "add":
+        binary = cache.add(args.path)
+        out.print(f"cached {binary.kind} for {binary.abi}: {binary.path}")
+        return EXIT_OK
+    table = Table(title=f"Benchmark programs in {cache.cache_root()}")
+    for col in ("kind", "ABI", "path"):
+        table.add_column(col)
+    for binary in cache.list_cached():
+        table.add_row(binary.kind, binary.abi, str(binary.path))
     out.print(table)
     return EXIT_OK
 
@@ -206,14 +279,26 @@ def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
     from edgeprune.runners import get_runner
     from edgeprune.validate import validate
 
-    runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
-                        known_hosts=args.known_hosts, adb_port=args.adb_port)
-    with stdout_to_stderr():
-        results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    notes: list[str] = []
+    if args.on == "adb:all":
+        from edgeprune.validate import validate_on_attached
+
+        where = "every attached device"
+        with stdout_to_stderr():
+            results, notes = validate_on_attached(args.path, adb_port=args.adb_port, python=args.remote_python,
+                                                  runs=args.runs, warmup=args.warmup, threads=args.threads)
+    else:
+        runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
+                            known_hosts=args.known_hosts, adb_port=args.adb_port)
+        where = runner.where
+        with stdout_to_stderr():
+            results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    for note in notes:
+        print(f"edgeprune: not measured: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        table = Table(title=f"Validated on {runner.where}")
+        table = Table(title=f"Validated on {where}")
         for col in ("device", "artifact", "p50 ms", "p90 ms", "memory MB", "accuracy", "checks"):
             table.add_column(col, overflow="fold")
         for r in results:
@@ -272,8 +357,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     out = Console()
-    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate}
-    handler = _cmd_profile_show if args.command == "profile" else handlers[args.command]
+    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate, "runners": _cmd_runners}
+    if args.command == "profile":
+        handler = _cmd_profile_show if args.profile_command == "show" else _cmd_profile_draft
+    else:
+        handler = handlers[args.command]
     try:
         return handler(args, out)
     except EdgepruneError as exc:

@@ -343,7 +343,7 @@ def _manifest(
                 "size_bytes": art.size_bytes,
                 "inputs": [t.to_dict() for t in art.inputs],
                 "outputs": [t.to_dict() for t in art.outputs],
-                "plan": art.plan.to_dict() | {"threads": rep.measurement.threads},
+                "plan": art.plan.to_dict() | {"threads": profile.default_threads},
                 "lowering": art.lowering,
                 "export_s": round(art.export_s, 3),
                 "quality": rep.quality.to_dict(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.judge import judge, top1
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
 from edgeprune.runners.base import Runner
-from edgeprune.types import Artifact, Plan, Quality, TensorSpec
+from edgeprune.types import Artifact, Dataset, Measurement, Plan, Quality, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -98,30 +99,83 @@ def _quality(entry: dict[str, Any], outputs: np.ndarray, labels: np.ndarray | No
     )
 
 
-def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
-    """Measure every artifact under `path` on `runner`, judge it, and append the result to its manifest."""
+def _eval_data(manifest: dict[str, Any]) -> Dataset:
+    """The eval split the build used, regenerated from the manifest's data source."""
+    source = manifest["data"]["source"]
+    return load_data(None if source == "generated" else source, tuple(manifest["model"]["input_shape"]))
+
+
+def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None) -> dict[str, Any]:
+    """Judge one measurement against the build's device budget and append it to the manifest entry."""
+    quality = _quality(entry, measurement.outputs, labels)
+    verdict = judge(_profile(build.manifest), measurement, quality)
+    record = {
+        "validated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "measured": measurement.to_dict(),
+        "accuracy": quality.artifact_accuracy,
+        "verdict": verdict.to_dict(),
+    }
+    entry.setdefault("validations", []).append(record)
+    return {"device": build.device, "artifact": entry["path"], **record}
+
+
+def _check_counts(runs: int, warmup: int) -> None:
     if runs < 1 or warmup < 0:
         raise ConfigError(f"--runs {runs} / --warmup {warmup}: need runs >= 1 and warmup >= 0")
+
+
+def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
+    """Measure every artifact under `path` on `runner`, judge it, and append the result to its manifest."""
+    _check_counts(runs, warmup)
     results = []
     for build in find_builds(path):
-        manifest = build.manifest
-        profile = _profile(manifest)
-        shape = tuple(manifest["model"]["input_shape"])
-        data = load_data(manifest["data"]["source"] if manifest["data"]["source"] != "generated" else None, shape)
-        artifacts = [(entry, _artifact(build.folder, entry)) for entry in manifest["artifacts"]]
-        for entry, artifact in artifacts:
-            measurement = runner.measure(
-                artifact, data.eval_x, warmup=warmup, runs=runs, threads=threads or profile.default_threads
-            )
-            quality = _quality(entry, measurement.outputs, data.eval_y)
-            verdict = judge(profile, measurement, quality)
-            record = {
-                "validated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "measured": measurement.to_dict(),
-                "accuracy": quality.artifact_accuracy,
-                "verdict": verdict.to_dict(),
-            }
-            entry.setdefault("validations", []).append(record)
-            results.append({"device": build.device, "artifact": entry["path"], **record})
-        atomic_write_json(build.folder / "manifest.json", manifest)
+        data = _eval_data(build.manifest)
+        n_threads = threads or _profile(build.manifest).default_threads
+        if runner.where == "host":
+            n_threads = min(n_threads, os.cpu_count() or 1)
+        for entry in build.manifest["artifacts"]:
+            artifact = _artifact(build.folder, entry)
+            measurement = runner.measure(artifact, data.eval_x, warmup=warmup, runs=runs, threads=n_threads)
+            results.append(_record(build, entry, measurement, data.eval_y))
+        atomic_write_json(build.folder / "manifest.json", build.manifest)
     return results
+
+
+def validate_on_attached(
+    path: Path, *, adb_host: str = "127.0.0.1", adb_port: int = 5037, python: str | None = None,
+    runs: int = 50, warmup: int = 10, threads: int | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """`--on adb:all`: every attached device measures, in parallel, the artifacts built for the profile it matches.
+
+    Returns the results and one line per device that was not measured (no matching build, or a failure).
+    """
+    from edgeprune.runners.adb import AdbPool, list_connected, match_jobs
+
+    _check_counts(runs, warmup)
+    builds = {b.device: b for b in find_builds(path)}
+    sources = {(b.manifest["data"]["source"], tuple(b.manifest["model"]["input_shape"])) for b in builds.values()}
+    if len(sources) != 1:
+        raise ConfigError(f"'{path}' holds builds of different models or data; validate one build folder at a time")
+    data = _eval_data(next(iter(builds.values())).manifest)
+    entries = {}  # artifact path -> (build, manifest entry)
+    by_profile: dict[str, list[Artifact]] = {}
+    for name, build in builds.items():
+        for entry in build.manifest["artifacts"]:
+            artifact = _artifact(build.folder, entry)
+            entries[artifact.path] = (build, entry)
+            by_profile.setdefault(name, []).append(artifact)
+    devices = list_connected(adb_host, adb_port)
+    jobs, unmatched = match_jobs(by_profile, devices)
+    notes = [f"{d.serial}: {'state ' + d.state if d.state != 'device' else 'no build for profile ' + str(d.matched_profile)}"
+             for d in unmatched]
+    pool = AdbPool(sorted({j.serial for j in jobs}), adb_host=adb_host, adb_port=adb_port, python=python)
+    results = []
+    for res in pool.run(jobs, data.eval_x, warmup=warmup, runs=runs, threads=threads):
+        if res.measurement is None:
+            notes.append(f"{res.serial}: {res.artifact.path.name}: {res.error}")
+            continue
+        build, entry = entries[res.artifact.path]
+        results.append(_record(build, entry, res.measurement, data.eval_y))
+    for build in builds.values():
+        atomic_write_json(build.folder / "manifest.json", build.manifest)
+    return results, notes

@@ -1,0 +1,812 @@
+"""Measure artifacts on Android phones and emulators through the adb server (adbutils), and describe devices.
+
+How one measurement goes (`AdbRunner.measure`):
+
+1. A fresh run folder `<device_dir>/run-<id>` is made on the device.
+2. If the device has a Python with the artifact's runtime (`python=` given, or `python3` on the device's PATH with
+   the runtime importable), edgeprune's standalone `remote_measure.py`, the artifact and `inputs.npy` are pushed and
+   run; it prints result JSON and writes `outputs.npy`, which is pulled: outputs are then available for accuracy.
+3. Otherwise the native benchmark program for the artifact's format is pushed from the runner cache
+   (`edgeprune runners add PATH`): `benchmark_model` for .tflite, `executor_runner` for .pte,
+   `onnxruntime_perf_test` for .onnx. Its real output is parsed (`parsers.py`); outputs are not available. An
+   ETDump written by a profiling `executor_runner` is pulled next to the artifact.
+4. Energy (`energy.py`): with the power-stats HAL, or failing that battery current x voltage sampling, a second run
+   with more timed inferences and an idle window give energy per inference minus the idle baseline.
+5. Everything pushed or produced is removed from the device (try/finally).
+
+Every adb call carries a timeout (`timeout_s`, as the socket timeout of every adb connection). When the device
+vanishes mid-run (cable pulled, emulator killed), the whole measurement is retried once (after reconnecting a
+`host:port` device); a second loss raises `DeviceError` naming the serial. Paths travel as argument lists, each
+argument quoted for the device shell with `shlex.quote`, never interpolated into a shell string.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgeprune.errors import ConfigError, DeviceError, MissingDependencyError
+from edgeprune.runners import cache as runner_cache
+from edgeprune.runners import energy as energy_mod
+from edgeprune.runners.android import DeviceInfo, device_info, draft_profile
+from edgeprune.runners.base import Runner
+from edgeprune.runners.parsers import (
+    BenchStats,
+    ParseError,
+    parse_benchmark_model,
+    parse_executor_runner,
+    parse_perf_test,
+    parse_power_stats,
+)
+from edgeprune.types import Artifact, Measurement
+
+__all__ = [
+    "AdbPool",
+    "AdbRunner",
+    "DeviceInfo",
+    "PoolJob",
+    "PoolResult",
+    "draft_profile",
+    "list_connected",
+    "match_jobs",
+    "read_device",
+]
+
+REMOTE_SCRIPT = Path(__file__).with_name("remote_measure.py")
+RUNTIME_MODULES = {
+    ".pte": ("numpy", "torch", "executorch"),
+    ".tflite": ("numpy", "ai_edge_litert"),
+    ".onnx": ("numpy", "onnxruntime"),
+    ".ort": ("numpy", "onnxruntime"),
+}
+HAL2_COMMAND = ("dumpsys", "android.hardware.power.stats.IPowerStats/default")
+HAL1_COMMAND = ("lshal", "debug", "android.hardware.power.stats@1.0::IPowerStats/default")
+BATTERY_DIR = "/sys/class/power_supply/battery"
+EXECUTORCH_MEMORY_METHOD = "planned activation arena + program bytes (ExecuTorch memory plan)"
+
+
+def _adbutils():
+    try:
+        import adbutils
+    except ImportError:
+        raise MissingDependencyError("adbutils", "android") from None
+    return adbutils
+
+
+def quote(argv: Sequence[object]) -> str:
+    """One device-shell command line from an argument list, every argument quoted."""
+    return " ".join(shlex.quote(str(a)) for a in argv)
+
+
+class _Disconnected(Exception):
+    def __init__(self, stage: str, detail: str):
+        super().__init__(f"{stage}: {detail}")
+        self.stage = stage
+        self.detail = detail
+
+
+def _server_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def _client(host: str, port: int, timeout_s: float):
+    adbutils = _adbutils()
+    if not _server_up(host, port):
+        raise DeviceError(f"no adb server at {host}:{port}; start it with `adb -P {port} start-server` (or plug in a device)")
+    return adbutils.AdbClient(host=host, port=port, socket_timeout=timeout_s)
+
+
+def _first_line(text: str, limit: int = 300) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------------- device access
+
+
+class _Device:
+    """One device through the adb server: quoted shell commands, push/pull, each with a timeout and error mapping."""
+
+    def __init__(self, client, serial: str, timeout_s: float):
+        self.client = client
+        self.serial = serial
+        self.timeout_s = timeout_s
+        self.dev = client.device(serial)
+
+    def online(self, settle_s: float = 0.0) -> bool:
+        """Whether the server lists the device in state 'device' (re-checked for `settle_s` seconds)."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            host, port = self.client.host, self.client.port
+            if not _server_up(host, port):
+                return False
+            try:
+                state = next((d.state for d in self.client.list() if d.serial == self.serial), None)
+            except Exception:  # noqa: BLE001 - an unreachable server means no device
+                return False
+            if state != "device":
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(0.25)
+
+    def _fail(self, stage: str, exc: BaseException, timeout: float):
+        adbutils = _adbutils()
+        detail = f"{type(exc).__name__}: {exc}".strip()
+        timed_out = isinstance(exc, (adbutils.AdbTimeout, TimeoutError, socket.timeout))
+        if not self.online(settle_s=0.0 if timed_out else 1.5):
+            raise _Disconnected(stage, detail) from None
+        if timed_out:
+            raise DeviceError(
+                f"{stage} on device {self.serial} timed out after {timeout:g} s; raise timeout_s or check the device"
+            ) from None
+        raise DeviceError(f"adb {stage} on device {self.serial} failed: {detail}") from None
+
+    def _call(self, stage: str, fn: Callable, timeout: float | None = None):
+        adbutils = _adbutils()
+        try:
+            return fn()
+        except (adbutils.AdbError, OSError, EOFError) as exc:
+            self._fail(stage, exc, timeout or self.timeout_s)
+
+    def shell(self, stage: str, argv: Sequence[object] | str, timeout: float | None = None):
+        """Run a command (an argument list, quoted; or a fixed command string) and return adbutils' ShellReturn."""
+        cmd = argv if isinstance(argv, str) else quote(argv)
+        t = timeout or self.timeout_s
+        return self._call(stage, lambda: self.dev.shell2(cmd, timeout=t, v2=True), t)
+
+    def push(self, stage: str, src: bytes | Path, dst: str, mode: int = 0o644) -> None:
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+        self._call(stage, lambda: self.dev.sync.push(data, dst, mode=mode))
+
+    def pull(self, stage: str, src: str) -> bytes:
+        return self._call(stage, lambda: self.dev.sync.read_bytes(src))
+
+
+def read_device_info(device: _Device, state: str = "device") -> DeviceInfo:
+    """getprop, /proc/meminfo, per-core cpufreq and /proc/cpuinfo of one device, as a matched `DeviceInfo`."""
+    texts: dict[str, str] = {}
+    errors = []
+    queries = {
+        "getprop": "getprop",
+        "meminfo": "cat /proc/meminfo",
+        "cpufreq": "grep -H . /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq",
+        "cpuinfo": "cat /proc/cpuinfo",
+    }
+    for key, cmd in queries.items():
+        try:
+            r = device.shell(f"read {key}", cmd, timeout=min(device.timeout_s, 30.0))
+        except DeviceError as exc:
+            errors.append(str(exc))
+            continue
+        if r.returncode == 0:
+            texts[key] = r.stdout
+        else:
+            errors.append(f"{cmd}: exit {r.returncode}: {_first_line(r.stderr or r.output)}")
+    return device_info(device.serial, state, errors=tuple(errors), **texts)
+
+
+def read_device(serial: str, adb_host: str = "127.0.0.1", adb_port: int = 5037, *, timeout_s: float = 30.0) -> DeviceInfo:
+    """What one device reports about itself (for `edgeprune profile draft --on adb:SERIAL`)."""
+    client = _client(adb_host, adb_port, timeout_s)
+    device = _Device(client, serial, timeout_s)
+    if not device.online():
+        known = ", ".join(f"{d.serial} ({d.state})" for d in client.list()) or "none"
+        raise DeviceError(f"device {serial} is not attached and ready; attached: {known}")
+    try:
+        return read_device_info(device)
+    except _Disconnected as exc:
+        raise DeviceError(f"device {serial} disconnected while reading its properties ({exc})") from None
+
+
+def list_connected(adb_host: str = "127.0.0.1", adb_port: int = 5037, *, timeout_s: float = 30.0) -> list[DeviceInfo]:
+    """Every device the adb server knows (phones and emulators; offline/unauthorized ones without details)."""
+    client = _client(adb_host, adb_port, timeout_s)
+    out = []
+    for entry in client.list(extended=True):
+        if entry.state != "device":
+            out.append(DeviceInfo(serial=entry.serial, state=entry.state, is_emulator=entry.serial.startswith("emulator-")))
+            continue
+        try:
+            out.append(read_device_info(_Device(client, entry.serial, timeout_s), entry.state))
+        except _Disconnected as exc:
+            out.append(DeviceInfo(serial=entry.serial, state="offline", errors=(f"disconnected while reading {exc}",)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ the runner
+
+
+@dataclass
+class _Run:
+    """What one attempt pushed or produced on the device (removed in `finally`, or at the retry)."""
+
+    folder: str
+    files: list[str]
+    made_device_dir: bool
+
+
+class AdbRunner(Runner):
+    """Measures artifacts on one adb device. See the module docstring for the steps."""
+
+    def __init__(
+        self,
+        serial: str | None = None,
+        *,
+        adb_host: str = "127.0.0.1",
+        adb_port: int = 5037,
+        device_dir: str = "/data/local/tmp/edgeprune",
+        python: str | None = None,
+        timeout_s: float = 600,
+        energy: bool | None = None,
+        energy_runs: int | None = None,
+        retry_delay_s: float = 2.0,
+        reconnect_wait_s: float = 15.0,
+        etdump_dir: Path | None = None,
+        cache_root: Path | None = None,
+    ):
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout_s={timeout_s}: must be > 0 seconds")
+        if not device_dir.startswith("/") or any(part in ("", "..") for part in device_dir.strip("/").split("/")):
+            raise ConfigError(f"device_dir '{device_dir}' must be an absolute device path without '..'")
+        self.adb_host, self.adb_port = adb_host, adb_port
+        self.device_dir = device_dir.rstrip("/")
+        self.python = python
+        self.timeout_s = float(timeout_s)
+        self.energy = energy
+        self.energy_runs = energy_runs
+        self.retry_delay_s = retry_delay_s
+        self.reconnect_wait_s = reconnect_wait_s
+        self.etdump_dir = etdump_dir
+        self.cache_root = cache_root
+        self._client = _client(adb_host, adb_port, self.timeout_s)
+        self.serial = serial or self._only_serial()
+        self.where = f"adb:{self.serial}"
+        self._python_for: dict[str, str | None] = {}
+        self._info: DeviceInfo | None = None
+        self._energy_source: str | None | bool = False  # False: not probed yet
+        self._leftovers: list[_Run] = []
+
+    def _only_serial(self) -> str:
+        ready = [d.serial for d in self._client.list() if d.state == "device"]
+        if len(ready) == 1:
+            return ready[0]
+        if not ready:
+            raise DeviceError(
+                f"no adb device is attached to the server at {self.adb_host}:{self.adb_port}; "
+                "connect one (`adb devices` should list it as 'device')"
+            )
+        raise DeviceError(f"{len(ready)} adb devices are attached ({', '.join(ready)}); name one: adb:SERIAL")
+
+    # -------------------------------------------------------------------------------------------- public API
+
+    def device_info(self) -> DeviceInfo:
+        if self._info is None:
+            dev = _Device(self._client, self.serial, self.timeout_s)
+            try:
+                self._info = read_device_info(dev)
+            except _Disconnected as exc:
+                raise DeviceError(f"device {self.serial} disconnected while reading its properties ({exc})") from None
+        return self._info
+
+    def measure(
+        self,
+        artifact: Artifact,
+        inputs: np.ndarray,
+        *,
+        warmup: int = 10,
+        runs: int = 50,
+        threads: int = 1,
+    ) -> Measurement:
+        if runs < 1 or warmup < 0 or threads < 1:
+            raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
+        expected = tuple(artifact.inputs[0].shape[1:])
+        if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
+            raise ConfigError(
+                f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
+            )
+        if not Path(artifact.path).is_file():
+            raise ConfigError(f"artifact '{artifact.path}' does not exist")
+        first: _Disconnected | None = None
+        for attempt in (1, 2):
+            try:
+                m = self._measure_once(artifact, np.ascontiguousarray(inputs, dtype=np.float32), warmup, runs, threads)
+                extra = {**m.extra, "attempts": attempt}
+                if first is not None:
+                    extra["first_attempt_error"] = f"disconnected during {first}"
+                return replace(m, extra=extra)
+            except _Disconnected as exc:
+                if attempt == 2:
+                    again = exc.detail if exc.stage == "start" else f"it was lost again during {exc.stage}"
+                    raise DeviceError(
+                        f"device {self.serial} disconnected during {first.stage} ({first.detail}); retried once, but "
+                        f"{again}: reconnect it (check the cable and `adb devices`; `adb connect HOST:PORT` for a "
+                        "network device) and run again"
+                    ) from None
+                first = exc
+                self._reconnect()
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------------ one attempt
+
+    def _reconnect(self) -> None:
+        """Wait for the device to come back; a network device (`host:port`) is reconnected every second.
+
+        The adb server keeps a lost network device as 'offline' and retries on its own only at long intervals,
+        and `adb connect` answers 'already connected' to an offline transport: hence disconnect, then connect.
+        """
+        time.sleep(self.retry_delay_s)
+        dev = _Device(self._client, self.serial, self.timeout_s)
+        network = re.fullmatch(r"[\w.-]+:\d+", self.serial) is not None
+        deadline = time.monotonic() + self.reconnect_wait_s
+        last_try = 0.0
+        while time.monotonic() < deadline:
+            if dev.online():
+                return
+            if network and time.monotonic() - last_try >= 1.0 and _server_up(self.adb_host, self.adb_port):
+                last_try = time.monotonic()
+                try:
+                    self._client.disconnect(self.serial)
+                    self._client.connect(self.serial, timeout=5.0)
+                except Exception:  # noqa: BLE001 - the retry itself reports a device that stays lost
+                    pass
+                continue
+            time.sleep(0.25)
+
+    def _measure_once(self, artifact: Artifact, inputs: np.ndarray, warmup: int, runs: int, threads: int) -> Measurement:
+        dev = _Device(self._client, self.serial, self.timeout_s)
+        if not dev.online():
+            raise _Disconnected("start", f"the adb server no longer lists {self.serial} as 'device'")
+        self._clean_leftovers(dev)
+        if self._info is None:
+            self._info = read_device_info(dev)
+        info = self._info
+        run = _Run(folder=f"{self.device_dir}/run-{uuid.uuid4().hex[:12]}", files=[], made_device_dir=False)
+        self._leftovers.append(run)
+        try:
+            exists = dev.shell("check the device folder", ["test", "-d", self.device_dir]).returncode == 0
+            run.made_device_dir = not exists
+            r = dev.shell("make the run folder", ["mkdir", "-p", run.folder])
+            if r.returncode != 0:
+                raise DeviceError(f"cannot create {run.folder} on device {self.serial}: {_first_line(r.output)}")
+            python = self._find_python(dev, artifact.path.suffix)
+            if python is not None:
+                m = self._measure_python(dev, run, python, artifact, inputs, warmup, runs, threads)
+            else:
+                m = self._measure_native(dev, run, info, artifact, inputs, warmup, runs, threads)
+            return replace(m, extra={**m.extra, "device": info.to_dict()})
+        finally:
+            self._cleanup(dev, run)
+
+    def _cleanup(self, dev: _Device, run: _Run) -> None:
+        try:
+            if not dev.online():
+                return  # kept in _leftovers: removed when the device is back
+            parts = [quote(["rm", "-f", *run.files])] if run.files else []
+            parts.append(quote(["rmdir", run.folder]) + " 2>/dev/null")
+            if run.made_device_dir:
+                parts.append(quote(["rmdir", self.device_dir]) + " 2>/dev/null")
+            dev.shell("remove pushed files", "; ".join(parts) + "; true", timeout=min(self.timeout_s, 60.0))
+            self._leftovers.remove(run)
+        except (DeviceError, _Disconnected):
+            pass
+
+    def _clean_leftovers(self, dev: _Device) -> None:
+        for run in list(self._leftovers):
+            self._cleanup(dev, run)
+
+    def _find_python(self, dev: _Device, suffix: str) -> str | None:
+        if suffix in self._python_for:
+            return self._python_for[suffix]
+        modules = RUNTIME_MODULES.get(suffix)
+        if modules is None:
+            raise ConfigError(f"cannot measure '{suffix}' artifacts; known: {', '.join(RUNTIME_MODULES)}")
+        candidates = [self.python] if self.python else ["python3"]
+        found = None
+        check = (
+            "import importlib.util, sys; "
+            f"sys.exit(0 if all(importlib.util.find_spec(m) for m in {list(modules)!r}) else 3)"
+        )
+        for py in candidates:
+            r = dev.shell("look for a Python with the runtime", [py, "-c", check], timeout=min(self.timeout_s, 60.0))
+            if r.returncode == 0:
+                found = py
+                break
+            if self.python:
+                raise DeviceError(
+                    f"python '{self.python}' on device {self.serial} cannot import {', '.join(modules)}: "
+                    f"{_first_line(r.output) or f'exit {r.returncode}'}"
+                )
+        self._python_for[suffix] = found
+        return found
+
+    # --------------------------------------------------------------------------------------- python path
+
+    def _measure_python(self, dev, run, python, artifact, inputs, warmup, runs, threads) -> Measurement:
+        folder = run.folder
+        model = f"{folder}/{artifact.path.name}"
+        script = f"{folder}/remote_measure.py"
+        in_npy, out_npy = f"{folder}/inputs.npy", f"{folder}/outputs.npy"
+        buf = io.BytesIO()
+        np.save(buf, inputs, allow_pickle=False)
+        run.files += [model, script, in_npy, out_npy]
+        dev.push("push the artifact", artifact.path, model)
+        dev.push("push remote_measure.py", REMOTE_SCRIPT, script)
+        dev.push("push the inputs", buf.getvalue(), in_npy)
+
+        def run_program(timed_runs: int) -> dict:
+            argv = [python, script, "--artifact", model, "--inputs", in_npy, "--outputs", out_npy,
+                    "--warmup", warmup, "--runs", timed_runs, "--threads", threads]
+            r = dev.shell("run remote_measure.py", argv)
+            if r.returncode != 0:
+                raise DeviceError(
+                    f"remote_measure.py failed on device {self.serial} (exit {r.returncode}): "
+                    f"{_first_line(r.stderr or r.output) or 'no output'}"
+                )
+            line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.strip().startswith("{")), None)
+            if line is None:
+                raise DeviceError(f"remote_measure.py on device {self.serial} printed no result JSON")
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DeviceError(f"remote_measure.py on device {self.serial} printed malformed JSON: {exc}") from None
+
+        result, energy = self._run_with_energy(dev, run_program, runs, lambda res: float(res["latency_mean_ms"]))
+        raw = dev.pull("pull the outputs", out_npy)
+        try:
+            outputs = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32)
+        except ValueError as exc:
+            raise DeviceError(f"outputs.npy pulled from device {self.serial} is not a valid .npy file: {exc}") from None
+        peak, method = self._python_memory(artifact, result)
+        extra = {
+            "measured_with": "remote_measure.py",
+            "device_python": python,
+            "device_peak_rss_mb": result.get("peak_rss_mb"),
+            "rss_growth_mb": result.get("rss_growth_mb"),
+            "machine": result.get("machine"),
+            **energy.to_extra(),
+        }
+        return Measurement(
+            latency_p50_ms=float(result["latency_p50_ms"]),
+            latency_p90_ms=float(result["latency_p90_ms"]),
+            latency_mean_ms=float(result["latency_mean_ms"]),
+            runs=int(result["runs"]),
+            warmup_runs=int(result["warmup_runs"]),
+            threads=int(result["threads"]),
+            size_bytes=artifact.path.stat().st_size,
+            peak_memory_mb=peak,
+            memory_method=method,
+            where=self.where,
+            runner=f"{result.get('runner', 'remote_measure.py')} on the device (remote_measure.py via adb)",
+            runtime_versions={str(k): str(v) for k, v in (result.get("runtime_versions") or {}).items()},
+            outputs=outputs,
+            extra=extra,
+        )
+
+    @staticmethod
+    def _python_memory(artifact: Artifact, result: dict) -> tuple[float | None, str]:
+        size_mb = artifact.path.stat().st_size / 1e6
+        arena = artifact.lowering.get("planned_arena_bytes") if artifact.path.suffix == ".pte" else None
+        if arena is not None:
+            return (int(arena) / 1e6 + size_mb), EXECUTORCH_MEMORY_METHOD + " (device process RSS in extra)"
+        growth = result.get("rss_growth_mb")
+        if growth is None:
+            return None, "not measured: the device has no /proc/self/status"
+        return (
+            round(max(float(growth), size_mb), 3),
+            "max(model file size, VmRSS growth of the device's measuring process across runtime import, load and "
+            "runs (remote_measure.py); includes the runtime library)",
+        )
+
+    # --------------------------------------------------------------------------------------- native path
+
+    def _measure_native(self, dev, run, info, artifact, inputs, warmup, runs, threads) -> Measurement:
+        kind = runner_cache.kind_for_artifact(artifact.path)
+        abi = info.abi or "arm64-v8a"
+        binary = runner_cache.find(kind, abi, root=self.cache_root)
+        if binary is None:
+            modules = ", ".join(RUNTIME_MODULES[artifact.path.suffix])
+            raise DeviceError(
+                f"device {self.serial} ({abi}) has no Python that imports {modules} and the runner cache has no "
+                f"{kind} for {abi}: add one with `edgeprune runners add PATH/TO/{kind}` (an {abi} build), or give "
+                "the adb runner a device python with the runtime"
+            )
+        folder = run.folder
+        model = f"{folder}/{artifact.path.name}"
+        exe = f"{folder}/{kind}"
+        run.files += [model, exe]
+        dev.push(f"push {kind}", binary.path, exe, mode=0o755)
+        dev.push("push the artifact", artifact.path, model)
+        etdump = f"{folder}/{artifact.path.stem}.etdp"
+        input_bin = f"{folder}/input0.bin"
+        if kind == "executor_runner":
+            dtype = np.float16 if artifact.inputs[0].dtype == "float16" else np.float32
+            dev.push("push the input", np.ascontiguousarray(inputs[:1], dtype=dtype).tobytes(), input_bin)
+            run.files += [input_bin, etdump]
+        use_etdump = [kind == "executor_runner"]
+
+        def argv_for(timed_runs: int) -> list[object]:
+            if kind == "benchmark_model":
+                return [exe, f"--graph={model}", f"--num_threads={threads}", f"--warmup_runs={warmup}",
+                        f"--num_runs={timed_runs}", "--min_secs=0", "--warmup_min_secs=0",
+                        "--report_peak_memory_footprint=true"]
+            if kind == "executor_runner":
+                argv = [exe, f"--model_path={model}", f"--inputs={input_bin}", f"--num_executions={warmup + timed_runs}",
+                        f"--cpu_threads={threads}"]
+                return argv + ([f"--etdump_path={etdump}"] if use_etdump[0] else [])
+            return [exe, "-e", "cpu", "-m", "times", "-r", timed_runs, "-x", threads, "-s", "-I", model]
+
+        def run_program(timed_runs: int) -> BenchStats:
+            r = dev.shell(f"run {kind}", argv_for(timed_runs))
+            if kind == "executor_runner" and use_etdump[0] and "etdump_path" in r.output and r.returncode != 0:
+                use_etdump[0] = False  # built without the event tracer: gflags refuses the flag
+                r = dev.shell(f"run {kind}", argv_for(timed_runs))
+            if r.returncode != 0:
+                raise DeviceError(
+                    f"{kind} failed on device {self.serial} (exit {r.returncode}): {_first_line(r.output) or 'no output'}"
+                )
+            try:
+                if kind == "benchmark_model":
+                    return parse_benchmark_model(r.output)
+                if kind == "executor_runner":
+                    return parse_executor_runner(r.output, warmup=warmup)
+                return parse_perf_test(r.output)
+            except ParseError as exc:
+                raise DeviceError(f"{kind} on device {self.serial}: {exc}") from None
+
+        stats, energy = self._run_with_energy(dev, run_program, runs, lambda s: s.mean_ms)
+        peak, method = stats.peak_memory_mb, stats.memory_method
+        if kind == "executor_runner" and peak is not None:
+            peak += artifact.path.stat().st_size / 1e6
+            method = "planned buffers executor_runner set up + program bytes (MB); excludes XNNPACK's workspace"
+        extra: dict = {
+            "measured_with": kind,
+            "accuracy": "not measured: native benchmark binary",
+            "runner_binary": {"path": str(binary.path), "sha256": binary.sha256, "abi": binary.abi},
+            "init_ms": stats.init_ms,
+            "first_inference_ms": stats.first_ms,
+            **energy.to_extra(),
+        }
+        if stats.percentile_note:
+            extra["percentile_note"] = stats.percentile_note
+        if kind == "executor_runner" and use_etdump[0]:
+            extra["etdump_path"] = self._pull_etdump(dev, artifact, etdump)
+        out_shape = tuple(artifact.outputs[0].shape[1:]) if artifact.outputs else ()
+        return Measurement(
+            latency_p50_ms=stats.p50_ms,
+            latency_p90_ms=stats.p90_ms,
+            latency_mean_ms=stats.mean_ms,
+            runs=stats.runs or runs,
+            warmup_runs=stats.warmup_runs if stats.warmup_runs is not None else warmup,
+            threads=threads,
+            size_bytes=artifact.path.stat().st_size,
+            peak_memory_mb=peak,
+            memory_method=method,
+            where=self.where,
+            runner=f"{stats.tool} on the device (adb)",
+            runtime_versions={kind: f"sha256:{binary.sha256[:16]}"},
+            outputs=np.empty((0, *out_shape), dtype=np.float32),
+            extra=extra,
+        )
+
+    def _pull_etdump(self, dev: _Device, artifact: Artifact, remote: str) -> str | None:
+        exists = dev.shell("look for the ETDump", ["test", "-s", remote]).returncode == 0
+        if not exists:
+            return None
+        data = dev.pull("pull the ETDump", remote)
+        folder = Path(self.etdump_dir) if self.etdump_dir else artifact.path.parent
+        safe = re.sub(r"[^\w.-]+", "_", self.serial)
+        dest = folder / f"{artifact.path.stem}.{safe}.etdp"
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+        return str(dest)
+
+    # ------------------------------------------------------------------------------------------------ energy
+
+    def _probe_energy(self, dev: _Device) -> str | None:
+        if self._energy_source is not False:
+            return self._energy_source  # type: ignore[return-value]
+        source = None
+        r = dev.shell("probe the power-stats HAL", quote(HAL2_COMMAND) + " 2>/dev/null", timeout=min(self.timeout_s, 30.0))
+        if parse_power_stats(r.stdout) is not None:
+            source = "hal2"
+        else:
+            r = dev.shell("probe the power-stats HAL 1.0", quote(HAL1_COMMAND) + " 2>/dev/null", timeout=min(self.timeout_s, 30.0))
+            if parse_power_stats(r.stdout) is not None:
+                source = "hal1"
+            else:
+                cmd = quote(["cat", f"{BATTERY_DIR}/current_now", f"{BATTERY_DIR}/voltage_now"]) + " 2>/dev/null"
+                r = dev.shell("probe battery sensors", cmd, timeout=min(self.timeout_s, 30.0))
+                values = r.stdout.split()
+                if len(values) == 2 and all(re.fullmatch(r"-?\d+", v) for v in values) and all(int(v) for v in values):
+                    source = "battery"
+        self._energy_source = source
+        return source
+
+    def _snapshot(self, dev: _Device, source: str) -> energy_mod.Snapshot:
+        command = HAL2_COMMAND if source == "hal2" else HAL1_COMMAND
+        r = dev.shell("read the power-stats HAL", "cat /proc/uptime; " + quote(command), timeout=min(self.timeout_s, 30.0))
+        lines = r.stdout.splitlines()
+        reading = parse_power_stats(r.stdout)
+        if not lines or reading is None:
+            raise DeviceError(f"the power-stats HAL of device {self.serial} stopped answering")
+        return energy_mod.hal_snapshot(float(lines[0].split()[0]), reading)
+
+    def _uptime(self, dev: _Device) -> float:
+        return float(dev.shell("read the device clock", "cat /proc/uptime", timeout=30.0).stdout.split()[0])
+
+    def _run_with_energy(self, dev: _Device, run_program: Callable, runs: int, mean_ms: Callable):
+        """Run the program for the measurement; with an energy source, also an energy run and an idle window."""
+        source = None if self.energy is False else self._probe_energy(dev)
+        if source is None:
+            note = "disabled" if self.energy is False else "no power-stats HAL or battery sensor answered"
+            return run_program(runs), energy_mod.EnergyResult(None, None, f"not measured on the device: {note}")
+        extra_runs = self.energy_runs or max(2 * runs, 50)
+        sampler = _BatterySampler(dev) if source == "battery" else None
+        take = (lambda: energy_mod.Snapshot(self._uptime(dev), 0.0)) if sampler else (lambda: self._snapshot(dev, source))
+        if sampler:
+            sampler.start()
+        try:
+            b1 = take()
+            result = run_program(runs)
+            a1 = take()
+            b2 = take()
+            run_program(runs + extra_runs)
+            a2 = take()
+            idle_s = min(10.0, max(1.0, extra_runs * mean_ms(result) / 1e3))
+            bi = take()
+            dev.shell("idle window", ["sleep", f"{idle_s:.3f}"], timeout=idle_s + 30.0)
+            ai = take()
+        finally:
+            if sampler:
+                sampler.stop()
+        if sampler:
+            windows = [
+                energy_mod.battery_window(sampler.samples, b.uptime_s, a.uptime_s, n)
+                for b, a, n in ((b1, a1, runs), (b2, a2, runs + extra_runs), (bi, ai, 0))
+            ]
+            method = energy_mod.METHOD_BATTERY
+        else:
+            windows = [energy_mod.Window(b1, a1, runs), energy_mod.Window(b2, a2, runs + extra_runs), energy_mod.Window(bi, ai, 0)]
+            method = energy_mod.METHOD_HAL
+        res = energy_mod.per_inference(windows[0], windows[1], windows[2], method)
+        if source in ("hal1", "hal2"):
+            res.detail["hal"] = "2.0" if source == "hal2" else "1.0"
+        return result, res
+
+
+class _BatterySampler:
+    """Polls |current_now| x voltage_now with the device's uptime every ~0.2 s in a background thread."""
+
+    def __init__(self, dev: _Device, period_s: float = 0.2):
+        self.dev = dev
+        self.period_s = period_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        cmd = quote(["cat", "/proc/uptime", f"{BATTERY_DIR}/current_now", f"{BATTERY_DIR}/voltage_now"])
+        while not self._stop.is_set():
+            try:
+                parts = self.dev.shell("sample the battery", cmd, timeout=10.0).stdout.split()
+                t, cur, volt = float(parts[0]), int(parts[2]), int(parts[3])
+                self.samples.append((t, energy_mod.battery_power_w(cur, volt)))
+            except Exception:  # noqa: BLE001 - a missed sample only widens the integration step
+                pass
+            self._stop.wait(self.period_s)
+
+
+# ---------------------------------------------------------------------------------------------- the device pool
+
+
+@dataclass(frozen=True)
+class PoolJob:
+    serial: str
+    artifact: Artifact
+
+
+@dataclass(frozen=True)
+class PoolResult:
+    serial: str
+    artifact: Artifact
+    measurement: Measurement | None
+    error: str | None
+
+
+def match_jobs(
+    artifacts_by_profile: Mapping[str, Sequence[Artifact]], devices: Sequence[DeviceInfo]
+) -> tuple[list[PoolJob], list[DeviceInfo]]:
+    """Jobs pairing each ready device with the artifacts built for the profile it matches; and the devices that
+    matched no profile with artifacts (reported, not measured)."""
+    jobs, unmatched = [], []
+    for info in devices:
+        arts = artifacts_by_profile.get(info.matched_profile or "", ())
+        if info.state != "device" or not arts:
+            unmatched.append(info)
+            continue
+        jobs.extend(PoolJob(info.serial, a) for a in arts)
+    return jobs, unmatched
+
+
+class AdbPool:
+    """Measures on several devices in parallel: one worker per device, each running its jobs one at a time."""
+
+    def __init__(
+        self,
+        serials: Sequence[str] | None = None,
+        *,
+        adb_host: str = "127.0.0.1",
+        adb_port: int = 5037,
+        runner_factory: Callable[[str], Runner] | None = None,
+        **runner_kwargs,
+    ):
+        self.adb_host, self.adb_port = adb_host, adb_port
+        if serials is None:
+            client = _client(adb_host, adb_port, float(runner_kwargs.get("timeout_s", 600)))
+            serials = [d.serial for d in client.list() if d.state == "device"]
+        self.serials = list(serials)
+        self._factory = runner_factory or (
+            lambda serial: AdbRunner(serial, adb_host=adb_host, adb_port=adb_port, **runner_kwargs)
+        )
+
+    def run(
+        self,
+        jobs: Sequence[PoolJob],
+        inputs: np.ndarray,
+        *,
+        warmup: int = 10,
+        runs: int = 50,
+        threads: int | None = None,
+    ) -> list[PoolResult]:
+        """Run every job; results come back in the jobs' order, failures as `error` (never raised)."""
+        unknown = sorted({j.serial for j in jobs} - set(self.serials))
+        if unknown:
+            raise ConfigError(f"jobs name devices outside this pool: {', '.join(unknown)}; pool: {', '.join(self.serials)}")
+        results: list[PoolResult | None] = [None] * len(jobs)
+        by_serial: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_serial.setdefault(job.serial, []).append(i)
+
+        def worker(serial: str) -> None:
+            runner = None
+            for i in by_serial[serial]:
+                job = jobs[i]
+                try:
+                    runner = runner or self._factory(serial)
+                    t = threads if threads is not None else job.artifact.plan.threads
+                    m = runner.measure(job.artifact, inputs, warmup=warmup, runs=runs, threads=t)
+                    results[i] = PoolResult(serial, job.artifact, m, None)
+                except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
+                    results[i] = PoolResult(serial, job.artifact, None, f"{type(exc).__name__}: {exc}")
+
+        if by_serial:
+            with ThreadPoolExecutor(max_workers=len(by_serial), thread_name_prefix="adb-pool") as pool:
+                list(pool.map(worker, list(by_serial)))
+        return [r for r in results if r is not None]
