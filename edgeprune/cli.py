@@ -96,21 +96,27 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     build.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
     build.add_argument("--seed", type=int, default=0)
+    _add_runner_options(build)
     build.add_argument("--json", action="store_true", help="print the build summary as JSON on stdout")
     build.add_argument("--quiet", action="store_true", help="no progress display")
 
     validate = sub.add_parser("validate", help="measure built artifacts on the host, a phone (adb) or a board (ssh)")
     validate.add_argument("path", type=Path, help="a build folder (dist/) or one device's folder (dist/pixel-8)")
-    validate.add_argument("--on", default="host", help="host (default), adb, adb:SERIAL, adb:all or ssh:user@host[:port]")
     validate.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     validate.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
     validate.add_argument("--threads", type=int, help="threads (default: the device profile's)")
-    validate.add_argument("--remote-python", help="python interpreter on the device or board that has the runtime")
-    validate.add_argument("--identity", help="ssh private key for --on ssh:...")
-    validate.add_argument("--known-hosts", help="ssh known_hosts file for --on ssh:... (default: ssh's own)")
-    validate.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
+    _add_runner_options(validate, allow_all=True)
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
+
+
+def _add_runner_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    forms = "host (default), adb, adb:SERIAL" + (", adb:all" if allow_all else "") + " or ssh:user@host[:port]"
+    parser.add_argument("--on", default="host", help=f"where to measure: {forms}")
+    parser.add_argument("--remote-python", help="python interpreter on the device or board that has the runtime")
+    parser.add_argument("--identity", help="ssh private key for --on ssh:...")
+    parser.add_argument("--known-hosts", help="ssh known_hosts file for --on ssh:... (default: ssh's own)")
+    parser.add_argument("--adb-port", type=int, default=5037, help="port of the adb server (default 5037)")
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -264,6 +270,11 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         runs=args.runs,
         warmup=args.warmup,
         seed=args.seed,
+        on=args.on,
+        remote_python=args.remote_python,
+        identity_file=args.identity,
+        known_hosts=args.known_hosts,
+        adb_port=args.adb_port,
     )
     with stdout_to_stderr():  # converters print progress to stdout; keep it for our results
         result = build(request, Steps(enabled=not (args.quiet or args.json)))

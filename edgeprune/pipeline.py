@@ -33,7 +33,7 @@ from edgeprune.modelspec import resolve_model
 from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
-from edgeprune.runners.host import HostRunner
+from edgeprune.runners import get_runner
 from edgeprune.types import ARTIFACT_SUFFIX, SCHEMES, TARGETS, Dataset, Measurement, ModelSpec, Plan, PruneSummary, Quality, Verdict
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -63,6 +63,12 @@ class BuildRequest:
     runs: int = 50
     warmup: int = 10
     seed: int = 0
+    on: str = "host"
+    """Where artifacts are measured: host, adb, adb:SERIAL or ssh:user@host[:port]."""
+    remote_python: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    adb_port: int = 5037
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
         raise ConfigError(f"--runs {request.runs} / --warmup {request.warmup}: need runs >= 1 and warmup >= 0")
     if request.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs {request.finetune_epochs} must be >= 0")
+    if request.on == "adb:all":
+        raise ConfigError("--on adb:all measures a finished build on every attached device: use 'edgeprune validate DIST --on adb:all'")
     if len(set(request.devices)) != len(request.devices):
         raise ConfigError(f"--device given twice: {', '.join(request.devices)}; name each device once")
     profiles = [load_profile(d).with_budget(**request.budget_overrides) for d in request.devices]
@@ -213,17 +221,20 @@ def _build(
                 exports[target] = get_exporter(target).export(pruned, example, calib, plan, path)
                 references[target] = _outputs(exports[target].reference, dataset.eval_x)
 
-        runner = HostRunner()
+        runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
+                            known_hosts=request.known_hosts, adb_port=request.adb_port)
         measured: dict[tuple[str, int], Measurement] = {}
         device_reports: dict[str, list[ArtifactReport]] = {}
         for prof in profiles:
-            threads = min(prof.default_threads, os.cpu_count() or 1)
+            threads = prof.default_threads
+            if runner.where == "host":
+                threads = min(threads, os.cpu_count() or 1)
             reports = []
             for target in targets_by_device[prof.name]:
                 result = exports[target]
                 key = (target, threads)
                 if key not in measured:
-                    with steps.step(f"Measuring {target} on host ({threads} threads, {request.runs} runs)"):
+                    with steps.step(f"Measuring {target} on {runner.where} ({threads} threads, {request.runs} runs)"):
                         measured[key] = runner.measure(
                             result.artifact, dataset.eval_x, warmup=request.warmup, runs=request.runs, threads=threads
                         )

@@ -458,3 +458,21 @@ def test_cli_profile_draft_writes_a_loadable_profile(adb_server, plug, tmp_path)
     out = tmp_path / "my-phone.yaml"
     assert main(["profile", "draft", "--on", f"adb:{dev.serial}", "--adb-port", str(adb_server.port), "--out", str(out)]) == 0
     assert load_profile(str(out)).soc == "Google Tensor G3"
+
+
+def test_cli_build_on_the_phone_judges_the_phone_budget(adb_server, plug, digits_model, tmp_path, capsys):
+    import json
+
+    from edgeprune.cli import main
+
+    dev = plug()
+    code = main(["build", "--model", "examples:digits", "--device", "pixel-8", "--target", "executorch", "--out",
+                 str(tmp_path / "dist"), "--on", f"adb:{dev.serial}", "--adb-port", str(adb_server.port),
+                 "--runs", "3", "--warmup", "1", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    manifest = json.loads((tmp_path / "dist" / "pixel-8" / "manifest.json").read_text())
+    (art,) = manifest["artifacts"]
+    assert art["measured"]["where"] == f"adb:{dev.serial}" and art["measured"]["threads"] == 4
+    checks = {c["name"]: c["status"] for c in art["verdict"]["checks"]}
+    assert checks["latency"] in ("pass", "fail") and checks["peak_memory"] in ("pass", "fail")
+    assert code == (0 if summary["passed"] else 3)
