@@ -260,7 +260,7 @@ def test_device_commands_time_out(adb_server, plug):
     client = _client("127.0.0.1", adb_server.port, 30.0)
     device = _Device(client, dev.serial, timeout_s=1.0)
     start = time.monotonic()
-    with pytest.raises(DeviceError, match=rf"timed out after 1 s"):
+    with pytest.raises(DeviceError, match=r"timed out after 1 s"):
         device.shell("wait", ["sleep", "20"])
     assert time.monotonic() - start < 10
     deadline = time.monotonic() + 10

@@ -41,7 +41,7 @@ from edgeprune.errors import ConfigError, DeviceError, MissingDependencyError
 from edgeprune.runners import cache as runner_cache
 from edgeprune.runners import energy as energy_mod
 from edgeprune.runners.android import DeviceInfo, device_info, draft_profile
-from edgeprune.runners.base import Runner
+from edgeprune.runners.base import Runner, check_request
 from edgeprune.runners.parsers import (
     BenchStats,
     ParseError,
@@ -315,15 +315,7 @@ class AdbRunner(Runner):
         runs: int = 50,
         threads: int = 1,
     ) -> Measurement:
-        if runs < 1 or warmup < 0 or threads < 1:
-            raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
-        expected = tuple(artifact.inputs[0].shape[1:])
-        if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
-            raise ConfigError(
-                f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
-            )
-        if not Path(artifact.path).is_file():
-            raise ConfigError(f"artifact '{artifact.path}' does not exist")
+        check_request(artifact, inputs, warmup, runs, threads)
         first: _Disconnected | None = None
         for attempt in (1, 2):
             try:

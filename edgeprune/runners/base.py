@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import abc
 
+from pathlib import Path
+
 import numpy as np
 
+from edgeprune.errors import ConfigError
 from edgeprune.types import Artifact, Measurement
 
 
@@ -34,3 +37,16 @@ def latency_stats_ms(samples_ms: list[float]) -> tuple[float, float, float]:
     """(p50, p90, mean) of latency samples in milliseconds."""
     arr = np.asarray(samples_ms, dtype=np.float64)
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 90)), float(arr.mean())
+
+
+def check_request(artifact: Artifact, inputs: np.ndarray, warmup: int, runs: int, threads: int) -> None:
+    """The checks every runner makes before touching a device: counts, input shape, artifact file."""
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
+    expected = tuple(artifact.inputs[0].shape[1:])
+    if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
+        raise ConfigError(
+            f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
+        )
+    if not Path(artifact.path).is_file():
+        raise ConfigError(f"artifact '{artifact.path}' does not exist; export it again before measuring")

@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 
-from edgeprune.errors import ConfigError
-from edgeprune.runners.base import Runner, latency_stats_ms
+from edgeprune.runners.base import Runner, check_request, latency_stats_ms
 from edgeprune.runners.runtimes import open_session
 from edgeprune.types import Artifact, Measurement
 
@@ -24,15 +23,7 @@ class HostRunner(Runner):
         runs: int = 50,
         threads: int = 1,
     ) -> Measurement:
-        if runs < 1 or warmup < 0 or threads < 1:
-            raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
-        if not artifact.path.is_file():
-            raise ConfigError(f"artifact '{artifact.path}' does not exist; build it first")
-        expected = tuple(artifact.inputs[0].shape[1:])
-        if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
-            raise ConfigError(
-                f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
-            )
+        check_request(artifact, inputs, warmup, runs, threads)
         session = open_session(artifact, threads)
         try:
             outputs = np.stack([session.run(inputs[i : i + 1])[0] for i in range(len(inputs))])

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, DeviceError
-from edgeprune.runners.base import Runner
+from edgeprune.runners.base import Runner, check_request
 from edgeprune.types import Artifact, Measurement
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,9 @@ class SshRunner(Runner):
         runs: int = 50,
         threads: int = 1,
     ) -> Measurement:
-        if runs < 1 or warmup < 0 or threads < 1:
-            raise ConfigError(f"runs={runs}, warmup={warmup}, threads={threads}: need runs >= 1, warmup >= 0, threads >= 1")
         inputs = np.asarray(inputs)
-        expected = tuple(artifact.inputs[0].shape[1:])
-        if inputs.ndim < 1 or len(inputs) == 0 or tuple(inputs.shape[1:]) != expected:
-            raise ConfigError(
-                f"inputs of shape {tuple(inputs.shape)} do not match the artifact's input (N, {', '.join(map(str, expected))})"
-            )
+        check_request(artifact, inputs, warmup, runs, threads)
         path = Path(artifact.path)
-        if not path.is_file():
-            raise ConfigError(f"artifact file '{path}' does not exist; export it again before measuring on {self.where}")
         suffix = path.suffix
         if suffix not in _RUNTIME_PACKAGE:
             raise ConfigError(f"artifact '{path.name}' has an unknown type '{suffix}'; known: {', '.join(_RUNTIME_PACKAGE)}")
