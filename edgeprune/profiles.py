@@ -73,6 +73,92 @@ class Budget(_Strict):
         return battery_mj * (self.battery_pct_per_hour / 100.0) / self.inferences_per_hour
 
 
+CostStatus = Literal["estimated", "calibrated"]
+
+
+class KernelCoefficients(_Strict):
+    """Latency of one kernel type: us_per_call + us_per_mmac * MMACs (tile-padded) + us_per_mb * activation MB
+    + us_per_weight_mb * weight MB."""
+
+    us_per_call: float = Field(strict=True, ge=0, description="Fixed cost of one kernel call, in microseconds.")
+    us_per_mmac: float = Field(strict=True, ge=0, description=(
+        "Microseconds per million multiply-accumulates, counted on the tile-padded GEMM/depthwise shape; for "
+        "pooling the window reads, for other kernels the output elements."))
+    us_per_mb: float = Field(strict=True, ge=0, description="Microseconds per MB (1e6 bytes) of activations read and written.")
+    us_per_weight_mb: float = Field(strict=True, default=0.0, ge=0, description="Microseconds per MB of weights read (packed weights streamed from memory).")
+    tile_m: int = Field(strict=True, default=1, gt=0, description="Row tile (GEMM M = pixels) the MACs are padded to.")
+    tile_n: int = Field(strict=True, default=1, gt=0, description="Column tile (GEMM N = output channels; depthwise: channels) the MACs are padded to.")
+    tile_k: int = Field(strict=True, default=1, gt=0, description="Reduction tile (GEMM K) the MACs are padded to.")
+
+
+class FitQuality(_Strict):
+    """How well the latency coefficients predict whole models they were not fitted on."""
+
+    method: str = Field(description="How the figures were obtained, e.g. '5-fold cross-validation over suite networks'.")
+    models: int = Field(strict=True, ge=0, description="Whole-model measurements the figures are computed over.")
+    within_10_pct: float | None = Field(strict=True, default=None, ge=0, le=1, description="Share of predictions within +/-10% of measured.")
+    within_20_pct: float | None = Field(strict=True, default=None, ge=0, le=1, description="Share of predictions within +/-20% of measured.")
+    median_abs_error_pct: float | None = Field(strict=True, default=None, ge=0, description="Median absolute error in percent.")
+
+
+class LatencyCoefficients(_Strict):
+    """Coefficients of one (target, scheme) at one thread count."""
+
+    target: Literal["executorch", "tflite", "onnx"]
+    scheme: Literal["fp32", "fp16", "int8", "int8-dynamic"]
+    threads: int = Field(strict=True, gt=0, description="Thread count the coefficients were fitted (or derived) at.")
+    status: CostStatus = Field(description="'calibrated' (fitted on measurements of this device) or 'estimated'.")
+    overhead_us: float = Field(strict=True, ge=0, description="Per-inference fixed cost (runtime call, I/O handling), in microseconds.")
+    us_per_io_mb: float = Field(strict=True, default=0.0, ge=0, description="Per-inference cost per MB of model input + output (layout/quantisation of the I/O).")
+    us_per_partition: float = Field(strict=True, default=0.0, ge=0, description="Cost of each extra delegate partition (a graph split by a non-delegated op).")
+    kernels: dict[str, KernelCoefficients] = Field(description="Per kernel type (edgeprune.cost.features.KERNEL_TYPES, '_nd' = not delegated).")
+    fit: FitQuality | None = Field(default=None, description="Accuracy on models not used for the fit (None for estimated coefficients).")
+
+
+class SizeCoefficients(_Strict):
+    """Artifact size = weight_factor * weight bytes + bytes_per_kernel * kernels + bytes_fixed."""
+
+    target: Literal["executorch", "tflite", "onnx"]
+    scheme: Literal["fp32", "fp16", "int8", "int8-dynamic"]
+    weight_factor: float = Field(strict=True, gt=0, description="Multiplier on the stored weight bytes (1.0 = exact).")
+    bytes_per_kernel: float = Field(strict=True, ge=0, description="Serialisation bytes per kernel (op, tensors, quantisation parameters).")
+    bytes_fixed: float = Field(strict=True, ge=0, description="Fixed bytes per file (headers, program, I/O tensors).")
+
+
+class CostModel(_Strict):
+    """A device's cost-model coefficients with their provenance."""
+
+    status: CostStatus = Field(description="'estimated' from public figures, or 'calibrated' from measurements on the device.")
+    method: str = Field(description="How the coefficients were obtained (see calibration/README.md).")
+    date: str | None = Field(default=None, description="When they were calibrated or derived (ISO 8601).")
+    runner: str | None = Field(default=None, description="What measured them (calibrated only).")
+    runtime_versions: dict[str, str] = Field(default_factory=dict, description="Runtime / converter versions the coefficients describe.")
+    threads: int = Field(strict=True, gt=0, description="Thread count of the measurements (or of the published figures).")
+    expected_error_pct: float | None = Field(strict=True, default=None, ge=0, description=(
+        "Typical latency error to expect, in percent (estimated: from the derivation's anchors; calibrated: the "
+        "cross-validated median absolute error)."))
+    noise_spread_pct: float | None = Field(strict=True, default=None, ge=0, description="Spread of the reference network's p50 over the calibration run.")
+    table: str | None = Field(default=None, description="The measurement table the coefficients were fitted on.")
+    table_sha256: str | None = Field(default=None, description="sha256 of that table.")
+    calibration_s: float | None = Field(strict=True, default=None, ge=0, description="Wall time of the calibration run, in seconds.")
+    networks: int | None = Field(strict=True, default=None, ge=0, description="Suite networks measured.")
+    feedback_records: int | None = Field(strict=True, default=None, ge=0, description="Feedback measurements of real models included in the fit.")
+    sources: dict[str, str] = Field(default_factory=dict, description="Public figures an estimate was derived from.")
+    latency: tuple[LatencyCoefficients, ...] = Field(default=(), description="Latency coefficients per (target, scheme).")
+    size: tuple[SizeCoefficients, ...] = Field(default=(), description="Artifact-size coefficients per (target, scheme) (default: built in).")
+
+    @model_validator(mode="after")
+    def _check_cost(self) -> CostModel:
+        if self.status == "calibrated" and (not self.date or not self.runner or not self.runtime_versions):
+            raise ValueError("a calibrated cost model must name its date, runner and runtime_versions")
+        seen = set()
+        for c in self.latency:
+            if (c.target, c.scheme) in seen:
+                raise ValueError(f"latency coefficients for ({c.target}, {c.scheme}) are given twice")
+            seen.add((c.target, c.scheme))
+        return self
+
+
 class DeviceProfile(_Strict):
     schema_version: int = Field(strict=True, default=SCHEMA_VERSION, description="Profile format version.")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Short name used on the command line.")
@@ -88,6 +174,9 @@ class DeviceProfile(_Strict):
     power: PowerModel
     budget: Budget
     sources: dict[str, str] = Field(description="Where each hardware figure comes from, keyed by field name.")
+    cost_model: CostModel | None = Field(
+        default=None, description="Latency/size coefficients for edgeprune.cost, with provenance (None: uncalibrated)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DeviceProfile:

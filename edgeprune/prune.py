@@ -42,17 +42,34 @@ def _output_layers(model: nn.Module) -> list[nn.Module]:
     return [last] if last is not None else []
 
 
+def _attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """Multi-head attention layers and their head counts: channels are pruned alike in every head, so the
+    embedding stays divisible by the head count."""
+    return {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+
+
+def _sync_cached_widths(model: nn.Module) -> None:
+    """Update widths that modules keep as plain attributes and use in forward(), which pruning cannot see."""
+    for module in model.modules():
+        conv_proj = getattr(module, "conv_proj", None)
+        if hasattr(module, "hidden_dim") and isinstance(conv_proj, nn.Conv2d):  # torchvision VisionTransformer
+            module.hidden_dim = conv_proj.out_channels
+
+
 def recalibrate_bn(model: nn.Module, calibration: torch.Tensor, batch_size: int = 32) -> int:
     """Re-estimate BatchNorm running statistics on `calibration` (cumulative average); returns batches run."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or len(calibration) == 0:
         return 0
     saved = {bn: bn.momentum for bn in bns}
+    modes = {m: m.training for m in model.modules()}
+    # Only the BatchNorm layers go to train mode: dropout / stochastic depth stay off (they would skew the
+    # statistics), and training-only branches (auxiliary heads, which pruning did not trace) stay unused.
+    model.eval()
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
-    was_training = model.training
-    model.train()
+        bn.train()
     batches = 0
     with torch.no_grad():
         for start in range(0, len(calibration), batch_size):
@@ -63,7 +80,8 @@ def recalibrate_bn(model: nn.Module, calibration: torch.Tensor, batch_size: int 
             batches += 1
     for bn, momentum in saved.items():
         bn.momentum = momentum
-    model.train(was_training)
+    for module, training in modes.items():
+        module.train(training)
     return batches
 
 
@@ -102,11 +120,12 @@ def prune(
                     pruning_ratio_dict=ratio_dict or None,
                     ignored_layers=_output_layers(model),
                     round_to=plan.round_to,
+                    num_heads=_attention_heads(model),
                 )
                 pruner.step()
+            _sync_cached_widths(model)
         except Exception as exc:  # torch-pruning's tracer meets something it cannot follow
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UnsupportedModelError(f"structured pruning cannot trace this model: {reason}") from None
+            raise UnsupportedModelError(_prune_failure(model, exc)) from exc
         batches = recalibrate_bn(model, calibration)
         model.eval()
 
@@ -125,6 +144,60 @@ def prune(
         bn_recalibrated_batches=batches,
     )
     return model, summary
+
+
+def _prune_failure(model: nn.Module, exc: BaseException) -> str:
+    """One line naming the module at which torch-pruning failed while it traced or pruned `model`.
+
+    The module is the innermost one whose code (or whose torch-pruning graph node) was being handled when `exc`
+    was raised; for a functional op (a reshape, a split) it is the nearest module feeding that op.
+    """
+    names = {id(m): (n, type(m).__name__) for n, m in model.named_modules()}
+    where = None
+    op = None
+    tb = exc.__traceback__
+    while tb is not None:  # innermost frames last: keep overwriting
+        frame = tb.tb_frame
+        local = frame.f_locals
+        owner = next((local[k] for k in ("self", "module", "layer") if id(local.get(k)) in names), None)
+        if owner is not None and not frame.f_code.co_filename.endswith("nn/modules/module.py"):
+            where, op = names[id(owner)], None
+        # torch-pruning's graph code holds the node it works on in a local named `node` / `reshape_node` / ...
+        graph_node = next(
+            (v for k, v in local.items() if k.endswith("node") and hasattr(v, "grad_fn") and hasattr(v, "inputs")),
+            None,
+        )
+        if graph_node is not None and (found := _nearest_module(graph_node, names)) is not None:
+            where = found
+            kind = getattr(getattr(graph_node, "type", None), "name", None)
+            op = None if id(graph_node.module) in names else (kind or type(graph_node.module).__name__).lower()
+        tb = tb.tb_next
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = f"{type(exc).__name__}: {lines[0][:240]}" if lines else type(exc).__name__
+    place = ""
+    if where is not None:
+        if op:
+            place = f" at the {op} op after module '{where[0]}' ({where[1]})"
+        else:
+            place = f" at module '{where[0]}' ({where[1]})" if where[0] else f" at the model's forward ({where[1]})"
+    return (
+        f"pruning: torch-pruning cannot prune this model{place}: {reason}; export it unpruned (keep ratio 1.0)"
+    )
+
+
+def _nearest_module(node, names: dict[int, tuple[str, str]], limit: int = 64) -> tuple[str, str] | None:
+    """The model module of a torch-pruning graph node, or of the nearest node upstream of it."""
+    queue, seen = [node], set()
+    while queue and len(seen) < limit:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        module = getattr(current, "module", None)
+        if module is not None and id(module) in names:
+            return names[id(module)]
+        queue.extend(getattr(current, "inputs", ()))
+    return None
 
 
 def _widths(model: nn.Module) -> dict[str, int]:

@@ -1,15 +1,23 @@
-"""The exporter contract: one subclass per target, each owning its quantiser and lowering."""
+"""The exporter contract: one subclass per target, each owning its quantiser and lowering.
+
+Also the one place that turns a library exception raised while capturing, quantising or lowering a model into
+a one-line `UnsupportedModelError` naming the target, the scheme, the module (and user code line) or op at
+fault, and the first line of the reason: `unsupported(target, scheme, model, exc, stage)`.
+"""
 
 from __future__ import annotations
 
 import abc
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterator
 
 import torch
 
-from edgeprune.errors import ConfigError
+from edgeprune._io import native_stderr_silenced
+from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import Artifact, Plan
 
 
@@ -56,3 +64,160 @@ class Exporter(abc.ABC):
         `example_input` is one batch-1 float32 input; `calibration` is an (N, ...) float32 tensor
         of inputs used to calibrate static quantisation.
         """
+
+
+def first_output(outputs: object) -> torch.Tensor:
+    """The model's first output tensor (in flattening order: what each runtime session reads as output 0)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    leaves = [t for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor)]
+    if not leaves:
+        raise ConfigError(f"the model returned {type(outputs).__name__}, not a tensor; return the logits tensor first")
+    return leaves[0]
+
+
+def reference_for(
+    fn: Callable[..., object], *, batch: int | None = None, input_dtype: torch.dtype = torch.float32
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A reference callable: float32 (N, ...) in, the first output as float32 out, without autograd.
+
+    `batch` runs a graph captured with a static batch size that many rows at a time; `input_dtype` casts the input
+    first (half for an fp16 module).
+    """
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(input_dtype)
+        with torch.no_grad():
+            if batch is None or x.shape[0] == batch:
+                return first_output(fn(x)).float()
+            if x.shape[0] % batch:
+                raise ConfigError(f"reference takes batches of a multiple of {batch} rows; got {x.shape[0]}")
+            return torch.cat([first_output(fn(x[i : i + batch])).float() for i in range(0, x.shape[0], batch)])
+
+    return reference
+
+
+# ------------------------------------------------------------------------------------------ naming misses
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_USER_CALL = re.compile(
+    r'The following call raised this error:\s*File "([^"]+)", line (\d+), in (\S+)\s*\n\s*(.+)'
+)
+_OP = re.compile(r"\b(?:aten|prims|quantized_decomposed)(?:\.|::)[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)?")
+_MODULE_PY = "torch/nn/modules/module.py"
+
+STAGES = {
+    "capture": "torch.export cannot capture the model",
+    "quantise": "cannot quantise the model",
+    "lower": "cannot lower the model",
+    "convert": "cannot convert the model",
+}
+_FIX = {
+    "capture": "make forward() traceable by torch.export (no Python branching on tensor values, no unsupported ops)",
+    "quantise": "try --quant fp32 or fp16, or another --target",
+    "lower": "replace the named op or module, or try another --target",
+    "convert": "replace the named op or module, or try another --target",
+}
+_DATA_DEPENDENT_FIX = (
+    "branching on tensor values is not exportable: rewrite it with torch.where/torch.cond, or move it out of the model"
+)
+
+
+def exception_chain(exc: BaseException, limit: int = 20) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from (`__cause__`, else an unsuppressed `__context__`), outermost first."""
+    chain = [exc]
+    while len(chain) < limit:
+        last = chain[-1]
+        nxt = last.__cause__ or (None if last.__suppress_context__ else last.__context__)
+        if nxt is None or any(nxt is e for e in chain):
+            break
+        chain.append(nxt)
+    return chain
+
+
+def _text(exc: BaseException) -> str:
+    return _ANSI.sub("", str(exc))
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """'Type: first line' of the innermost cause of `exc`, without colour codes: never a multi-line traceback."""
+    root = exception_chain(exc)[-1]
+    line = next((ln.strip() for ln in _text(root).splitlines() if ln.strip()), "")
+    # torch's own long messages continue a sentence after two spaces: keep the first sentence.
+    line = line.split(".  ")[0].split(" (unhinted")[0]
+    msg = f"{type(root).__name__}: {line}" if line else type(root).__name__
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def failing_module(model: torch.nn.Module, exc: BaseException) -> tuple[str, str] | None:
+    """(dotted path, class name) of the innermost submodule of `model` whose forward was running when `exc` (or an
+    exception it was raised from) was raised; '' is the model itself. None when no module's code is on the stack."""
+    names = {id(m): (n, type(m).__name__) for n, m in model.named_modules()}
+    found = None
+    for e in reversed(exception_chain(exc)):  # innermost exception first: its traceback is the deepest
+        tb = e.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if owner is not None and id(owner) in names and not tb.tb_frame.f_code.co_filename.endswith(_MODULE_PY):
+                found = names[id(owner)]
+            tb = tb.tb_next
+        if found is not None:
+            return found
+    return None
+
+
+def user_code(exc: BaseException) -> str | None:
+    """The user line torch.export blames, as 'file.py:4 `if x.sum() > 0:`'."""
+    for e in exception_chain(exc):
+        match = _USER_CALL.search(_text(e))
+        if match:
+            code = match.group(4).split("  #")[0].strip()
+            return f"{Path(match.group(1)).name}:{match.group(2)} `{code}`"
+    return None
+
+
+def failing_op(exc: BaseException) -> str | None:
+    """The first ATen (or prims / quantized_decomposed) operator an exception's messages name, as 'aten.name.overload'."""
+    for e in reversed(exception_chain(exc)):
+        match = _OP.search(_text(e))
+        if match:
+            return match.group(0).replace("::", ".")
+    return None
+
+
+def is_data_dependent(exc: BaseException) -> bool:
+    return any("DataDependent" in type(e).__name__ or "data-dependent" in _text(e) for e in exception_chain(exc))
+
+
+def unsupported(
+    target: str, scheme: str, model: torch.nn.Module | None, exc: BaseException, stage: str = "capture", how: str = ""
+) -> UnsupportedModelError:
+    """A one-line UnsupportedModelError for `exc`, raised while `stage` ('capture', 'quantise', 'lower', 'convert')
+    ran `model` for `target` with --quant `scheme`: names the module (and user code line) or op at fault, the first
+    line of the reason, and the fix. `how` names the tool, e.g. 'with litert-torch'."""
+    where = failing_module(model, exc) if model is not None else None
+    place = ""
+    if where is not None:
+        place = f" in module '{where[0]}' ({where[1]})" if where[0] else f" in the model's forward ({where[1]})"
+    code = user_code(exc)
+    if code:
+        place += f" at {code}"
+    reason = first_line(exc, limit=240)
+    op = failing_op(exc)
+    if op and op.split(".")[1] not in reason:
+        place += f" (op {op})"
+    what = STAGES[stage] + (f" {how}" if how else "")
+    if is_data_dependent(exc):
+        return UnsupportedModelError(
+            f"target '{target}' (--quant {scheme}): {what}{place}: data-dependent control flow ({reason}); "
+            f"{_DATA_DEPENDENT_FIX}"
+        )
+    return UnsupportedModelError(f"target '{target}' (--quant {scheme}): {what}{place}: {reason}; {_FIX[stage]}")
+
+
+@contextmanager
+def quiet_capture() -> Iterator[None]:
+    """Keep what torch.export and the converters print while they work (the partial FX graph before a capture error,
+    native converter logs) out of the user's terminal; the exception itself carries the reason."""
+    with native_stderr_silenced():
+        yield

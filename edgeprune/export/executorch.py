@@ -13,15 +13,11 @@ The exported graph has a static batch size: that of `example_input` (normally 1)
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
-import io
-import re
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -36,8 +32,8 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_bytes
-from edgeprune.errors import ConfigError, InternalError, UnsupportedModelError
-from edgeprune.export.base import Exporter, ExportResult
+from edgeprune.errors import ConfigError, InternalError
+from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 # Call nodes that are bookkeeping, not operators executed at run time.
@@ -46,30 +42,6 @@ _NOT_OPS = frozenset({"getitem", "executorch_call_delegate"})
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception's message, shortened: never a multi-line traceback."""
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line:
-            return line if len(line) <= limit else line[: limit - 3] + "..."
-    return type(exc).__name__
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """torch.export prints the partial FX graph to stderr before re-raising a capture error; keep that
-    out of the user's terminal on failure (it is replayed when export succeeds)."""
-    buf = io.StringIO()
-    ok = False
-    try:
-        with contextlib.redirect_stderr(buf):
-            yield
-        ok = True
-    finally:
-        if ok and buf.getvalue():
-            sys.stderr.write(buf.getvalue())
 
 
 class ExecuTorchExporter(Exporter):
@@ -100,26 +72,21 @@ class ExecuTorchExporter(Exporter):
         if scheme == "fp16":
             half = copy.deepcopy(model).half().eval()
             ep = self._capture(half, example_input.to(torch.float16), scheme)
-
-            def reference(x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return half(x.to(torch.float16)).float()
+            reference = reference_for(half, input_dtype=torch.float16)
 
         elif scheme in ("int8", "int8-dynamic"):
             ex = example_input.to(torch.float32)
             calib = ex if calibration is None or len(calibration) == 0 else calibration.to(torch.float32)
             quantized = self._quantize(model, ex, calib, scheme)
             ep = self._capture(quantized, ex, scheme)
-            reference = _batched(quantized, ex.shape[0])
+            reference = reference_for(quantized, batch=ex.shape[0])
         else:  # fp32
             ex = example_input.to(torch.float32)
             ep = self._capture(model, ex, scheme)
-
-            def reference(x: torch.Tensor) -> torch.Tensor:
-                with torch.no_grad():
-                    return model(x.to(torch.float32))
+            reference = reference_for(model)
 
         buffer, lowering = self._lower(ep, scheme)
+        lowering["reference"] = {"fp16": "fp16_module", "fp32": "fp32"}.get(scheme, "pt2e_fake_quant")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(out_path, buffer)
         export_s = time.perf_counter() - start
@@ -167,10 +134,10 @@ class ExecuTorchExporter(Exporter):
     def _capture(self, module: torch.nn.Module, example: torch.Tensor, scheme: str) -> torch.export.ExportedProgram:
         """torch.export, with a capture failure turned into a one-line UnsupportedModelError."""
         try:
-            with _quiet_stderr():
+            with quiet_capture():
                 return torch.export.export(module, (example,))
         except Exception as exc:  # noqa: BLE001 - library errors become one typed line
-            raise UnsupportedModelError(_capture_message(self.name, scheme, module, exc)) from exc
+            raise unsupported(self.name, scheme, module, exc, "capture") from exc
 
     def _quantize(
         self, model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor, scheme: str
@@ -187,10 +154,7 @@ class ExecuTorchExporter(Exporter):
                     prepared(calibration[torch.arange(i, i + batch) % n])
             return convert_pt2e(prepared)
         except Exception as exc:  # noqa: BLE001
-            raise UnsupportedModelError(
-                f"target '{self.name}' cannot quantise this model with --quant {scheme} (PT2E XNNPACKQuantizer): "
-                f"{_first_line(exc)}; try --quant fp32 or fp16"
-            ) from exc
+            raise unsupported(self.name, scheme, model, exc, "quantise", "with PT2E XNNPACKQuantizer") from exc
 
     def _lower(self, ep: torch.export.ExportedProgram, scheme: str) -> tuple[bytes, dict[str, Any]]:
         try:
@@ -202,10 +166,7 @@ class ExecuTorchExporter(Exporter):
             buffer = bytes(program.buffer)
             plan = program.executorch_program.execution_plan[0]
         except Exception as exc:  # noqa: BLE001
-            raise UnsupportedModelError(
-                f"target '{self.name}' could not lower this model with --quant {scheme}: {_first_line(exc)}; "
-                "replace the named op, or try another --target"
-            ) from exc
+            raise unsupported(self.name, scheme, None, exc, "lower", "to XNNPACK") from exc
 
         delegated: dict[str, int] = {}
         non_delegated: dict[str, int] = {}
@@ -230,21 +191,6 @@ class ExecuTorchExporter(Exporter):
         return buffer, lowering
 
 
-def _batched(module: Callable[[torch.Tensor], torch.Tensor], batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A reference for a graph captured with a static batch: runs any (N, ...) input `batch` rows at a time."""
-
-    def reference(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float32)
-        with torch.no_grad():
-            if x.shape[0] == batch:
-                return module(x)
-            if x.shape[0] % batch:
-                raise ConfigError(f"reference takes batches of a multiple of {batch} rows; got {x.shape[0]}")
-            return torch.cat([module(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
-
-    return reference
-
-
 def _specs(ep: torch.export.ExportedProgram, kind: str) -> tuple[TensorSpec, ...]:
     """TensorSpecs of the user inputs or outputs of an exported program, as the .pte will see them."""
     sig = ep.graph_signature
@@ -261,50 +207,6 @@ def _specs(ep: torch.export.ExportedProgram, kind: str) -> tuple[TensorSpec, ...
     return tuple(
         TensorSpec(name=f"{kind}_{i}", shape=tuple(int(d) for d in v.shape), dtype=_dtype_name(v.dtype))
         for i, v in enumerate(vals)
-    )
-
-
-def _module_path(model: torch.nn.Module, exc: BaseException) -> tuple[str, str] | None:
-    """(dotted module path, class name) of the innermost module of `model` whose code raised `exc`."""
-    names = {id(m): (n, type(m).__name__) for n, m in model.named_modules()}
-    found = None
-    tb = exc.__traceback__
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        if owner is not None and id(owner) in names and not tb.tb_frame.f_code.co_filename.endswith(
-            "torch/nn/modules/module.py"
-        ):
-            found = names[id(owner)]
-        tb = tb.tb_next
-    return found
-
-
-def _user_code(exc: BaseException) -> str | None:
-    """The user line torch.export blames: 'file.py:4 `if x.sum() > 0:`'."""
-    match = re.search(r'The following call raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', str(exc))
-    if not match:
-        return None
-    code = match.group(3).split("  #")[0].strip()
-    return f"{Path(match.group(1)).name}:{match.group(2)} `{code}`"
-
-
-def _capture_message(target: str, scheme: str, module: torch.nn.Module, exc: BaseException) -> str:
-    where = _module_path(module, exc)
-    code = _user_code(exc)
-    place = ""
-    if where is not None:
-        place = f" in module '{where[0]}' ({where[1]})" if where[0] else f" in the model's forward ({where[1]})"
-    if code:
-        place += f" at {code}"
-    reason = _first_line(exc, limit=160).split(".  ")[0].split(" (unhinted")[0]
-    data_dependent = "data-dependent" in str(exc) or "GuardOnDataDependent" in type(exc).__name__
-    if data_dependent:
-        fix = ("branch on tensor values is not exportable: rewrite it with torch.where/torch.cond, "
-               "or move it out of the model")
-        return f"target '{target}': torch.export cannot capture the model{place}: data-dependent control flow ({reason}); {fix}"
-    return (
-        f"target '{target}' (--quant {scheme}): torch.export cannot capture the model{place}: {reason}; "
-        "make forward() traceable by torch.export (no Python branching on tensor values, no unsupported ops)"
     )
 
 

@@ -20,58 +20,21 @@ run on the builtin kernels. This is the host's XNNPACK build; a phone runs the s
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from edgeprune._deps import package_version, require
 from edgeprune._io import atomic_write_bytes, sha256_file
-from edgeprune.errors import ConfigError, EdgepruneError, UnsupportedModelError
-from edgeprune.export.base import Exporter, ExportResult
+from edgeprune.errors import ConfigError, EdgepruneError
+from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 _QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
-_WHERE = re.compile(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in (\S+)\s*\n\s*(.+)')
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of the innermost cause of `exc`, without terminal colour codes."""
-    chain = [exc]
-    while chain[-1].__cause__ is not None and len(chain) < 20:
-        chain.append(chain[-1].__cause__)
-    root = chain[-1]
-    texts = [re.sub(r"\x1b\[[0-9;]*m", "", str(e)) for e in chain]
-    line = next((ln.strip() for ln in texts[-1].splitlines() if ln.strip()), "")
-    where = next(filter(None, (_WHERE.search(t) for t in reversed(texts))), None)
-    msg = f"{type(root).__name__}: {line}" if line else type(root).__name__
-    if where:
-        msg += f" (at {Path(where.group(1)).name}:{where.group(2)} in {where.group(3)}: {where.group(4).strip()})"
-    return msg[:400]
-
-
-def _rowwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Apply a batch-1 callable to each row of a batch, without autograd, returning float32."""
-
-    def reference(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([fn(x[i : i + 1]).float() for i in range(len(x))])
-
-    return reference
-
-
-def _batch(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def reference(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return model(x).float()
-
-    return reference
-
-
 def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:
     dtype = np.dtype(detail["dtype"]).name
     scale, zero_point = detail["quantization"]
@@ -174,13 +137,15 @@ class TFLiteExporter(Exporter):
         example_input = example_input.detach().float()
         start = time.perf_counter()
         lowering: dict[str, Any] = {}
+        step = ["convert", "with litert-torch"]  # what was running, for the message if it fails
         try:
             if plan.scheme == "int8":
-                content, reference, lowering = self._int8_static(litert_torch, model, example_input, calibration)
+                content, reference, lowering = self._int8_static(litert_torch, model, example_input, calibration, step)
             else:
                 content = bytes(litert_torch.convert(model, (example_input,)).model_content())
-                reference = _batch(model)
+                reference = reference_for(model)
                 lowering = {"reference": "fp32"}
+                step[:] = ["quantise", "with ai-edge-quantizer"]
                 if plan.scheme == "fp16":
                     content = self._aeq_fp16(content)
                     lowering["quantizer"] = "ai_edge_quantizer weight-only float16 (FLOAT_CASTING), float32 compute"
@@ -188,13 +153,12 @@ class TFLiteExporter(Exporter):
                     recipe = require("ai_edge_quantizer.recipe", extra="tflite")
                     content = self._aeq(content, recipe.dynamic_wi8_afp32())
                     lowering["quantizer"] = "ai_edge_quantizer dynamic_wi8_afp32 (int8 weights, float I/O)"
+            step[:] = ["lower", "(ai_edge_litert cannot load the converted flatbuffer)"]
             inputs, outputs, facts = inspect_flatbuffer(content)
         except (EdgepruneError, MemoryError):
             raise
         except Exception as exc:
-            raise UnsupportedModelError(
-                f"target 'tflite' cannot convert this model with --quant {plan.scheme}: {_first_line(exc)}"
-            ) from exc
+            raise unsupported(self.name, plan.scheme, model, exc, step[0], step[1]) from exc
         lowering.update(facts)
         lowering["litert_torch_version"] = package_version("litert-torch") or getattr(litert_torch, "__version__", None)
         lowering["ai_edge_litert_version"] = package_version("ai-edge-litert")
@@ -219,7 +183,7 @@ class TFLiteExporter(Exporter):
         return ExportResult(artifact=artifact, reference=reference)
 
     @staticmethod
-    def _int8_static(litert_torch, model, example_input, calibration):
+    def _int8_static(litert_torch, model, example_input, calibration, step):
         pt2e = require("litert_torch.quantize.pt2e_quantizer", extra="tflite")
         qcfg = require("litert_torch.quantize.quant_config", extra="tflite")
         from torchao.quantization.pt2e import move_exported_model_to_eval
@@ -228,13 +192,18 @@ class TFLiteExporter(Exporter):
         quantizer = pt2e.PT2EQuantizer().set_global(
             pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         )
-        graph = prepare_pt2e(torch.export.export(model, (example_input,)).module(), quantizer)
+        step[:] = ["capture", ""]
+        with quiet_capture():
+            captured = torch.export.export(model, (example_input,))
+        step[:] = ["quantise", "with PT2E (litert-torch PT2EQuantizer)"]
+        graph = prepare_pt2e(captured.module(), quantizer)
         with torch.no_grad():
             for i in range(len(calibration)):  # exported with batch 1: calibrate row by row
                 graph(calibration[i : i + 1].float())
         graph = convert_pt2e(graph, fold_quantize=False)
         move_exported_model_to_eval(graph)  # swaps BN/dropout to their eval forms in the graph
         graph.training = False  # exported modules refuse .eval(); litert-torch warns on the flag alone
+        step[:] = ["convert", "with litert-torch"]
         content = bytes(
             litert_torch.convert(
                 graph, (example_input,), quant_config=qcfg.QuantConfig(pt2e_quantizer=quantizer)
@@ -245,7 +214,7 @@ class TFLiteExporter(Exporter):
             "quantizer": "litert_torch PT2EQuantizer, symmetric per-channel int8 weights, static int8 activations",
             "calibration_samples": int(len(calibration)),
         }
-        return content, _rowwise(graph), lowering
+        return content, reference_for(graph, batch=1), lowering
 
     @staticmethod
     def _aeq(content: bytes, recipe_obj) -> bytes:
