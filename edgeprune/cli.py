@@ -100,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--json", action="store_true", help="print the build summary as JSON on stdout")
     build.add_argument("--quiet", action="store_true", help="no progress display")
 
+    calibrate = sub.add_parser("calibrate", help="time the calibration suite here and write a calibrated profile")
+    calibrate.add_argument("--device", default="host", help="the profile to calibrate (default host)")
+    calibrate.add_argument("--target", action="append", dest="targets", choices=TARGETS, help="target (repeatable)")
+    calibrate.add_argument("--minutes", type=float, default=None, help="time budget (default: the suite's, <= 10)")
+    calibrate.add_argument("--out", required=True, type=Path, help="the calibrated profile YAML to write")
+    calibrate.add_argument("--no-resume", action="store_true", help="start over instead of resuming an interrupted run")
+
     validate = sub.add_parser("validate", help="measure built artifacts on the host, a phone (adb) or a board (ssh)")
     validate.add_argument("path", type=Path, help="a build folder (dist/) or one device's folder (dist/pixel-8)")
     validate.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
@@ -285,6 +292,29 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK if result.passed else EXIT_BUDGET
 
 
+def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune._io import stdout_to_stderr
+    from edgeprune._progress import Steps
+    from edgeprune.cost.calibrate import DEFAULT_MINUTES, run_calibration
+    from edgeprune.profiles import load_profile
+
+    profile = load_profile(args.device)
+    if not profile.is_host:
+        raise ConfigError(
+            f"--device {args.device}: calibration times the suite on this machine, so it calibrates 'host' only; "
+            "a phone is calibrated by measuring on it"
+        )
+    minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
+    if minutes <= 0:
+        raise ConfigError(f"--minutes {minutes} must be > 0")
+    with stdout_to_stderr(), Steps().step(f"Calibrating {profile.name} ({minutes:g} min budget)", total=1) as update:
+        calibrated = run_calibration(profile, args.targets, minutes, args.out,
+                                     progress=lambda done, total: update(int(done), int(total)), resume=not args.no_resume)
+    out.print(f"wrote {args.out}: cost model {calibrated.cost_model.status if calibrated.cost_model else 'none'}; "
+              f"use it with --device {args.out}")
+    return EXIT_OK
+
+
 def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
     from edgeprune._io import stdout_to_stderr
     from edgeprune.runners import get_runner
@@ -368,7 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     out = Console()
-    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate, "runners": _cmd_runners}
+    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate, "runners": _cmd_runners,
+                "calibrate": _cmd_calibrate}
     if args.command == "profile":
         handler = _cmd_profile_show if args.profile_command == "show" else _cmd_profile_draft
     else:

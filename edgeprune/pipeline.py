@@ -25,6 +25,7 @@ from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_json
 from edgeprune._progress import Steps
 from edgeprune._torch import torch_threads
+from edgeprune.cost import predict
 from edgeprune.data import check_inputs, load_data
 from edgeprune.errors import ConfigError, ParityError
 from edgeprune.export import ExportResult, get_exporter, missing_toolchain
@@ -79,6 +80,7 @@ class ArtifactReport:
     measurement: Measurement
     quality: Quality
     verdict: Verdict
+    predicted: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,9 @@ def _build(
                         f"({quality.parity_metric} {quality.parity_value:.6g}, limit {quality.parity_limit:.6g})"
                     )
                 file = f"model{ARTIFACT_SUFFIX[target]}"
-                reports.append(ArtifactReport(target, file, result, measurement, quality, judge(prof, measurement, quality)))
+                predicted = predict(prof, pruned, example, target, request.quant, prof.default_threads).to_dict()
+                verdict = judge(prof, measurement, quality)
+                reports.append(ArtifactReport(target, file, result, measurement, quality, verdict, predicted))
             device_reports[prof.name] = reports
 
         device_summaries = []
@@ -325,6 +329,8 @@ def _artifact_summary(rep: ArtifactReport) -> dict[str, Any]:
         "scheme": rep.export.artifact.scheme,
         "size_bytes": rep.export.artifact.size_bytes,
         "latency_p50_ms": round(m.latency_p50_ms, 4),
+        "predicted_latency_p50_ms": rep.predicted["latency_p50_ms"],
+        "cost_model_status": rep.predicted["status"],
         "peak_memory_mb": None if m.peak_memory_mb is None else round(m.peak_memory_mb, 3),
         "accuracy_kind": q.kind,
         "reference_accuracy": q.reference_accuracy,
@@ -358,6 +364,7 @@ def _manifest(
                 "lowering": art.lowering,
                 "export_s": round(art.export_s, 3),
                 "quality": rep.quality.to_dict(),
+                "predicted": rep.predicted,
                 "measured": rep.measurement.to_dict(),
                 "verdict": rep.verdict.to_dict(),
             }

@@ -84,6 +84,10 @@ def test_quality_and_verdicts(int8_build):
     assert measured["where"] == "host" and measured["runner"] == "executorch.runtime"
     assert 0 < measured["latency_p50_ms"] <= measured["latency_p90_ms"]
     assert measured["runs"] == 30 and measured["peak_memory_mb"] > art["size_bytes"] / 1e6
+    predicted = art["predicted"]
+    assert predicted["device"] == "host" and predicted["status"] in ("uncalibrated", "estimated", "calibrated")
+    for key in ("latency_p50_ms", "model_size_mb", "peak_memory_mb", "energy_mj"):
+        assert predicted[key] > 0, key
     checks = {c["name"]: c for c in art["verdict"]["checks"]}
     assert set(checks) == {"latency", "model_size", "peak_memory", "energy", "accuracy_drop"}
     for name in ("latency", "model_size", "peak_memory", "accuracy_drop"):

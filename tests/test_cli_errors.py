@@ -177,3 +177,11 @@ def test_max_accuracy_drop_without_labelled_data(tmp_path, capsys, user_models):
     assert code == 2
     assert_one_line_error(err, "--max-accuracy-drop", "labelled")
     assert_nothing_written(out)
+
+
+def test_calibrate_refuses_a_phone_it_is_not_running_on(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    code, _, err = run_cli(capsys, "calibrate", "--device", "pixel-8", "--out", str(out))
+    assert code == 2
+    assert_one_line_error(err, "pixel-8", "host")
+    assert not out.exists()
