@@ -50,6 +50,14 @@ class Exporter(abc.ABC):
                 f"target '{self.name}' cannot do --quant {scheme}; it supports: {', '.join(self.schemes)}"
             )
 
+    def check_plan(self, plan: Plan, calibration: torch.Tensor | None) -> None:
+        """Refuse, before any work, a plan this exporter cannot take."""
+        self.check_scheme(plan.scheme)
+        if plan.target != self.name:
+            raise ConfigError(f"plan.target '{plan.target}' given to the '{self.name}' exporter; set target='{self.name}'")
+        if plan.scheme == "int8" and (calibration is None or len(calibration) == 0):
+            raise ConfigError(f"--quant int8 for target '{self.name}' needs calibration samples; none were given")
+
     @abc.abstractmethod
     def export(
         self,

@@ -32,7 +32,7 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_bytes
-from edgeprune.errors import ConfigError, InternalError
+from edgeprune.errors import ConfigError
 from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
 from edgeprune.types import Artifact, Plan, TensorSpec
 
@@ -61,9 +61,7 @@ class ExecuTorchExporter(Exporter):
         out_path: Path,
     ) -> ExportResult:
         scheme = plan.scheme
-        self.check_scheme(scheme)
-        if plan.target != self.name:
-            raise InternalError(f"plan for target '{plan.target}' handed to the '{self.name}' exporter")
+        self.check_plan(plan, calibration)
         self._check_inputs(example_input, calibration, scheme)
         out_path = Path(out_path)
 

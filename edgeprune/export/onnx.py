@@ -156,13 +156,7 @@ class OnnxExporter(Exporter):
         plan: Plan,
         out_path: Path,
     ) -> ExportResult:
-        self.check_scheme(plan.scheme)
-        if plan.target != self.name:
-            raise ConfigError(
-                f"plan.target '{plan.target}' given to the '{self.name}' exporter; set target='{self.name}'"
-            )
-        if plan.scheme == "int8" and (calibration is None or len(calibration) == 0):
-            raise ConfigError("--quant int8 for target 'onnx' needs calibration samples; none were given")
+        self.check_plan(plan, calibration)
         onnx = require("onnx", extra="onnx")
         require("onnxscript", extra="onnx")
         out_path = Path(out_path)

@@ -30,7 +30,7 @@ import torch
 
 from edgeprune._deps import package_version, require
 from edgeprune._io import atomic_write_bytes, sha256_file
-from edgeprune.errors import ConfigError, EdgepruneError
+from edgeprune.errors import EdgepruneError
 from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
 from edgeprune.types import Artifact, Plan, TensorSpec
 
@@ -124,13 +124,7 @@ class TFLiteExporter(Exporter):
         plan: Plan,
         out_path: Path,
     ) -> ExportResult:
-        self.check_scheme(plan.scheme)
-        if plan.target != self.name:
-            raise ConfigError(
-                f"plan.target '{plan.target}' given to the '{self.name}' exporter; set target='{self.name}'"
-            )
-        if plan.scheme == "int8" and (calibration is None or len(calibration) == 0):
-            raise ConfigError("--quant int8 for target 'tflite' needs calibration samples; none were given")
+        self.check_plan(plan, calibration)
         litert_torch = require("litert_torch", extra="tflite")
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
