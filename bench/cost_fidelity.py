@@ -45,6 +45,7 @@ from edgeprune.cost.calibrate import fast_ms, run_calibration, time_round
 from edgeprune.cost.features import extract_features
 from edgeprune.cost.fit import FeatureCache, fit_macs_baseline, summarize
 from edgeprune.cost.model import predict_features
+from edgeprune.errors import EdgepruneError
 from edgeprune.export import get_exporter
 from edgeprune.profiles import host_profile, load_profile
 from edgeprune.prune import prune
@@ -108,6 +109,7 @@ def main() -> None:
     cells_path = Path(args.cells) if args.cells else work / "cells.jsonl"
     cells = {(c["model"], c["keep"], c["target"], c["scheme"]): c for c in cost_table.read_table(cells_path)}
     pending: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
 
     def later_rounds(final: bool) -> None:
         for p in list(pending):
@@ -134,7 +136,12 @@ def main() -> None:
                 if not todo:
                     continue
                 model = _model(name)
-                pruned = model if keep == 1.0 else prune(model, example, calib, Plan(keep_ratio=keep))[0]
+                try:
+                    pruned = model if keep == 1.0 else prune(model, example, calib, Plan(keep_ratio=keep))[0]
+                except EdgepruneError as exc:  # a model edgeprune cannot prune is reported, not fatal
+                    _log(f"{name} keep {keep}: not pruned: {exc}")
+                    skipped.append({"model": name, "keep": keep, "reason": str(exc)})
+                    continue
                 for t, s in todo:
                     t0 = time.perf_counter()
                     f = extract_features(pruned, example, t, s)
@@ -204,6 +211,7 @@ def main() -> None:
                         + ("median CPU time per run" if threads == 1 else "p10 of wall time") + "), rounds spread in time"),
         "predict_s_median": float(np.median([c["predict_s"] for c in rows])) if rows else None,
         "summary": summary,
+        "skipped": skipped,
         "cells": sorted(rows, key=lambda c: (c["model"], -c["keep"], c["target"], c["scheme"])),
     }
     text = json.dumps(out, indent=2)

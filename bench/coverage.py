@@ -131,6 +131,9 @@ def judge_cell(scheme: str, kind: str, outputs, ref, noisy_ref=None) -> dict[str
         if rel <= bound:
             return {
                 **out, "status": "pass", "reason": "",
+                # within 10% of the range: the twin check tells a right lowering from a wrong one; beyond, only
+                # the twin's own chaos covers it, and a wrong lowering that small would pass too
+                "evidence": "twin" if rel <= INT8_TWIN_MAX_REL_DIFF else "weak: within the twin's own noise only",
                 "basis": (f"rounding rule: top-1 agreement {value:.3f} < {limit}, but every output is within "
                           f"{rel:.1%} of the output range of its quantised twin (bound {bound:.1%}: max of "
                           f"{INT8_TWIN_MAX_REL_DIFF:.0%} and the twin's own {noise:.1%} change under input noise "
@@ -358,6 +361,8 @@ def summarise(results: dict[str, dict], targets: list[str], schemes: list[str]) 
                 per_scheme[scheme][status] += 1
                 if status == "pass" and entry.get("basis", "judge.parity") != "judge.parity":
                     per_scheme[scheme]["pass_by_bench_rule"] = per_scheme[scheme].get("pass_by_bench_rule", 0) + 1
+                if status == "pass" and entry.get("evidence", "").startswith("weak"):
+                    per_scheme[scheme]["pass_weak"] = per_scheme[scheme].get("pass_weak", 0) + 1
                 statuses.append(status)
             arch_pass += all(s == "pass" for s in statuses)
         summary[target] = {
@@ -373,11 +378,12 @@ def summarise(results: dict[str, dict], targets: list[str], schemes: list[str]) 
 
 def print_report(results: dict[str, dict], targets: list[str], schemes: list[str], summary: dict, max_params: float) -> None:
     print()
-    print(f"{'target':<11} {'scheme':<6} {'pass':>5} {'unsup':>6} {'failed':>7} {'pass %':>7}  of which by bench rule")
+    print(f"{'target':<11} {'scheme':<6} {'pass':>5} {'unsup':>6} {'failed':>7} {'pass %':>7}  passes by a bench rule "
+          "(of which weak)")
     for target in targets:
         for scheme, c in summary[target]["per_scheme"].items():
             print(f"{target:<11} {scheme:<6} {c['pass']:>5} {c['unsupported']:>6} {c['failed']:>7} {c['pass_pct']:>6.1f}%"
-                  f"  {c.get('pass_by_bench_rule', 0)}")
+                  f"  {c.get('pass_by_bench_rule', 0)} ({c.get('pass_weak', 0)})")
         s = summary[target]
         print(f"{target:<11} {'all':<6} {s['all_schemes_pass']:>5} of {s['architectures']} architectures pass every "
               f"scheme ({s['all_schemes_pass_pct']:.1f}%)")
@@ -385,10 +391,19 @@ def print_report(results: dict[str, dict], targets: list[str], schemes: list[str
     if skipped:
         print(f"\nskipped (more than {max_params / 1e6:g}M parameters: too large for a 2-core / 24 GB CI machine): "
               + ", ".join(f"{n} ({results[n]['params'] / 1e6:.0f}M)" for n in skipped))
+    print("\n'weak': the int8 output is further than 10% of the range from its twin, and passes only because the "
+          "random-weight twin itself moves that much under sub-step input noise (numerically chaotic); such a pass "
+          "shows the artifact exports and runs, not that its int8 lowering is exact")
     print(f"\nbench rules (passes that miss judge.parity's fixed limits on random weights): 'scale rule' (fp32): "
           f"max |diff| <= {FP32_REL_LIMIT:g} of the output range; 'rounding rule' (int8): an int8 cell missing top-1 agreement 0.98 whose every output is within max("
           f"{INT8_TWIN_MAX_REL_DIFF:.0%} of the output range, the twin's own change under input noise of std "
           f"{TWIN_NOISE_STD}) of the quantised twin it was made from (see INT8_TWIN_MAX_REL_DIFF in bench/coverage.py)")
+    print("\npasses by a bench rule (not by judge.parity's fixed limits):")
+    for name, rec in results.items():
+        for cell, entry in rec.get("cells", {}).items():
+            if entry["status"] == "pass" and entry.get("basis", "judge.parity") != "judge.parity":
+                weak = " [WEAK]" if entry.get("evidence", "").startswith("weak") else ""
+                print(f"  {name:<20} {cell:<18} {entry['basis']}{weak}")
     print("\nper-cell results (non-pass only):")
     for name, rec in results.items():
         if rec.get("skipped"):

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from edgeprune.cost import predict, predict_many
+from edgeprune.cost import describe_cost_model, predict, predict_many
 from edgeprune.cost.estimate import estimated_coefficients
 from edgeprune.errors import ConfigError, ProfileError
 from edgeprune.profiles import CostModel, builtin_profiles, host_profile, load_profile
@@ -46,6 +46,8 @@ def test_host_without_coefficients_is_uncalibrated():
     assert p.energy_mj == pytest.approx(host_profile().power.active_w * p.latency_p50_ms)
     assert p.battery_pct_per_hour is None  # the host runs on mains
     assert any("uncalibrated" in n for n in p.notes)
+    assert describe_cost_model(host_profile()).startswith("uncalibrated")
+    assert "estimated" in describe_cost_model(builtin_profiles()["pixel-8"])
     d = p.to_dict()
     assert {"latency_p50_ms", "model_size_mb", "peak_memory_mb", "energy_mj", "battery_pct_per_hour", "status"} <= d.keys()
 

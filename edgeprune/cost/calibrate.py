@@ -1,25 +1,39 @@
-"""`edgeprune calibrate`: time the calibration suite on this machine's runtimes, fit, write a calibrated profile.
+"""`edgeprune calibrate`: time the calibration suite on a device's runtimes, fit, write a calibrated profile.
 
     profile = run_calibration(host_profile(), targets=("executorch", "tflite"), minutes=8, out_path="my-host.yaml")
+    profile = run_calibration(load_profile("pixel-8"), ["executorch"], 8, "pixel-8-mine.yaml",
+                              runner=get_runner("adb:SERIAL"))
+
+Where the suite is timed is a small "timer" (`InProcessTimer`, `RunnerTimer`); everything else is one loop:
+
+- this machine (no `runner`, or the HostRunner): in-process, through the runtime sessions the HostRunner uses,
+  with per-run wall and CPU times, plus ETDump per-operator timings for ExecuTorch;
+- a phone over adb or a board over ssh (`runner=` an AdbRunner / SshRunner, `edgeprune calibrate --on ...`): the
+  suite networks are exported here and each timing round is one `Runner.measure` there, which gives whole-model
+  statistics (p50 of the round's runs) and the runtime versions the device reports; no per-operator timings. The
+  profile's `default_threads` is used as is (not capped at this machine's cores).
 
 What it does, in order:
 
 1. Reads the measurement table beside `out_path` (`my-host.calibration.jsonl`); with `resume=True` every record
-   measured earlier with the same suite version, thread count and runtime versions is kept, and only networks not
-   yet measured are timed (an interrupted run loses at most the network being measured).
+   measured earlier in the same place with the same suite version, thread count and runtime versions is kept, and
+   only networks not yet measured are timed (an interruption loses at most the networks still waiting for their later rounds).
 2. Noise check: exports the suite's reference network once and times it in `noise.rounds` rounds spread over the
-   run (two at the start, the rest between networks, one at the end). If the spread (max - min) / median of the
-   rounds' p50 latencies exceeds `max_spread_pct`, it stops with `CalibrationNoiseError` stating the spread, and
-   writes no profile (the table is kept).
+   run (three at the start, more between networks, one at the end). If the fastest half of the rounds disagree by
+   more than `max_spread_pct`, it stops with `CalibrationNoiseError` stating the spread, and writes no profile (the
+   table is kept).
 3. Times suite networks (`calibration/suite.yaml`) round-robin over the (target, scheme) pairs until the time
-   budget is spent: export with edgeprune's own exporter, time with the HostRunner (the same measurement
-   `edgeprune build` takes), and for ExecuTorch also per-operator timings from ETDump + Inspector.
+   budget is spent: export with edgeprune's own exporter, time with the timer in `timing.rounds` rounds spread over
+   the run (in process: the same `session.run` the HostRunner times, and for ExecuTorch also each operator with
+   ETDump + Inspector). The fitted latency is the latency without competing work: `fast_ms` of all runs in
+   process, the fastest round's p50 through a runner.
 4. Fits the coefficients (`edgeprune.cost.fit`), estimates their accuracy by cross-validation over networks, and
-   writes the profile YAML atomically with `cost_model.status: calibrated`, the date, runner, runtime versions,
-   thread count, noise spread, accuracy and the table's name and sha256.
+   writes the profile YAML atomically with `cost_model.status: calibrated`, the date, runner and where it ran,
+   runtime versions, thread count, noise spread, accuracy and the table's name and sha256. Nothing is written
+   before that: an interrupted or failed run (a device lost mid-run: `DeviceError`) leaves only the table.
 
-This module (with `measure`) is the part of `edgeprune.cost` that may drive exporters and runners; prediction
-never imports it.
+This module is the part of `edgeprune.cost` that drives exporters, runtime sessions and runners (calibration is a
+measuring stage); prediction never imports it.
 """
 
 from __future__ import annotations
@@ -33,8 +47,9 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,11 +60,13 @@ from edgeprune._io import atomic_write_bytes, native_stderr_silenced
 from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.export import get_exporter
 from edgeprune.profiles import DeviceProfile
-from edgeprune.runners.host import HostRunner
-from edgeprune.types import SCHEMES, Artifact, Measurement, Plan
+from edgeprune.types import SCHEMES, Artifact, Plan
 
 from edgeprune.cost import table as _table
 from edgeprune.cost.suite import build_network, load_suite, network_spec, reference_spec
+
+if TYPE_CHECKING:
+    from edgeprune.runners.base import Runner
 
 DEFAULT_TARGETS = ("executorch", "tflite")
 DEFAULT_SCHEMES = ("fp32", "int8")
@@ -72,12 +89,18 @@ def runtime_versions(targets: Sequence[str]) -> dict[str, str | None]:
     return out
 
 
-def _check(profile: DeviceProfile, targets: Sequence[str], schemes: Sequence[str], minutes: float) -> None:
-    if not profile.is_host:
+def _check(profile: DeviceProfile, targets: Sequence[str], schemes: Sequence[str], minutes: float,
+           where: str = "host") -> None:
+    if where == "host" and not profile.is_host:
         raise DeviceError(
-            f"profile '{profile.name}' describes another device; calibrating it needs measurements on that device, "
-            "and this version measures only on the host: use --device host (a phone's profile stays 'estimated' "
-            "until it is calibrated on the phone)"
+            f"profile '{profile.name}' describes another device; calibrating it needs measurements on that device: "
+            "measure there with --on adb:SERIAL (a phone) or --on ssh:user@host[:port] (a board), or use --device "
+            "host (a phone's profile stays 'estimated' until it is calibrated on the phone)"
+        )
+    if where != "host" and profile.is_host:
+        raise ConfigError(
+            f"--device host describes this machine, but the measurements would be taken on {where}: name the "
+            "profile of that device (--device pixel-8, or a profile YAML from `edgeprune profile draft`)"
         )
     from edgeprune.export import missing_toolchain
 
@@ -95,8 +118,9 @@ def _check(profile: DeviceProfile, targets: Sequence[str], schemes: Sequence[str
         raise ConfigError(f"--minutes {minutes} must be > 0")
 
 
-def _same_setup(rec: dict[str, Any], suite_version: int, threads: int, versions: dict[str, str | None]) -> bool:
-    if rec.get("suite_version") != suite_version or rec.get("threads") != threads:
+def _same_setup(rec: dict[str, Any], suite_version: int, threads: int, versions: Mapping[str, str | None],
+                where: str = "host") -> bool:
+    if rec.get("suite_version") != suite_version or rec.get("threads") != threads or rec.get("where") != where:
         return False
     mine = rec.get("calibration_versions") or {}
     return all(mine.get(k) == v for k, v in versions.items() if k in mine)
@@ -123,22 +147,31 @@ def run_calibration(
     noise_pct: float = 0.0,
     suite_path: str | None = None,
     max_networks: int | None = None,
+    runner: Runner | None = None,
 ) -> DeviceProfile:
-    """Calibrate `profile` (the host) and write the calibrated profile to `out_path`; returns it.
+    """Calibrate `profile` and write the calibrated profile to `out_path`; returns it.
+
+    Without `runner` (or with the HostRunner) the suite is timed on this machine and `profile` must be the host's;
+    with an AdbRunner / SshRunner it is timed on that device (`profile` is the device's, e.g. pixel-8) and the
+    profile records the runner, where it ran and the runtime versions the device reported.
 
     `progress(done_s, total_s)` is called after every measurement. `noise_pct` > 0 multiplies every recorded
     latency by a random factor in [1 - noise_pct/100, 1 + noise_pct/100]: synthetic jitter, to exercise the noise
     check. `max_spread_pct` overrides the suite's noise limit. `max_networks` caps the suite networks timed
-    (for tests); the time budget still applies.
+    (for tests); the time budget still applies. `threads` overrides the profile's `default_threads` (capped at
+    this machine's cores when timing here).
     """
     from edgeprune.cost.fit import fit_profile_cost_model
 
+    if runner is not None and runner.where == "host":
+        runner = None  # the HostRunner: time in process (per-run CPU times and ETDump profiles)
+    where = "host" if runner is None else runner.where
     targets = tuple(targets) if targets else default_targets(profile)
     if not targets:
         raise ConfigError(f"no target to calibrate for profile '{profile.name}': none of "
                           f"{', '.join(DEFAULT_TARGETS)} has its toolchain installed")
     schemes = tuple(schemes)
-    _check(profile, targets, schemes, minutes)
+    _check(profile, targets, schemes, minutes, where)
     out_path = Path(out_path)
     if out_path.suffix not in (".yaml", ".yml"):
         raise ConfigError(f"--out '{out_path}' must name a .yaml file")
@@ -147,15 +180,28 @@ def run_calibration(
     suite = load_suite(suite_path)
     noise = suite["noise"]
     limit = float(max_spread_pct if max_spread_pct is not None else noise["max_spread_pct"])
-    threads = int(threads or min(profile.default_threads, os.cpu_count() or 1))
-    versions = runtime_versions(targets)
+    if runner is None:
+        threads = int(threads or min(profile.default_threads, os.cpu_count() or 1))
+        timer: _Timer = InProcessTimer(targets, threads)
+    else:
+        threads = int(threads or profile.default_threads)
+        timer = RunnerTimer(runner, threads)
+    timer.preflight()  # an unreachable device fails here, before anything is exported or written
     table_path = _table.table_path_for(out_path)
     existing = _table.read_table(table_path)
     if not resume and existing:
         table_path.unlink()
         existing = []
-    kept = [r for r in existing if r.get("kind") == "suite" and _same_setup(r, suite["suite_version"], threads, versions)]
-    done = {(r["network"], r["target"], r["scheme"]) for r in kept}
+    # What earlier runs measured here is kept once the timer knows the runtime versions (after its first round).
+    kept: list[dict[str, Any]] = []
+    done: set[tuple[str, str, str]] = set()
+
+    def resume_from_table() -> None:
+        versions = timer.versions()
+        kept.extend(r for r in existing
+                    if r.get("kind") == "suite" and _same_setup(r, suite["suite_version"], threads, versions, where))
+        done.update((r["network"], r["target"], r["scheme"]) for r in kept)
+
     jitter = random.Random(12345)
 
     def record(rec: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +226,7 @@ def run_calibration(
     pending: list[dict[str, Any]] = []  # measured networks waiting for their later timing rounds
 
     def finish(p: dict[str, Any]) -> None:
-        rec = finalize_record(p["record"], p["samples"])
+        rec = finalize_record(p["record"], p["rounds"])
         rec = record(rec)
         _table.append_record(table_path, rec)
         kept.append(rec)
@@ -190,11 +236,13 @@ def run_calibration(
     def later_rounds(final: bool) -> None:
         """One more timing round for every pending network (spreading each network's rounds over time)."""
         for p in list(pending):
-            if len(p["samples"]) < rounds:
-                p["samples"].append(time_round(p["artifact"], p["x"], threads, warmup, runs)[0])
+            if len(p["rounds"]) < rounds:
+                p["rounds"].append(timer.round(p["artifact"], p["x"], warmup, runs))
                 if "ops" in p["record"]:
-                    p["record"]["ops"] = merge_ops(p["record"]["ops"], etdump_ops(p["artifact"], p["x"], threads, 2, runs))
-            if len(p["samples"]) >= rounds or final:
+                    more = timer.ops(p["artifact"], p["x"], runs)
+                    if more:
+                        p["record"]["ops"] = merge_ops(p["record"]["ops"], more)
+            if len(p["rounds"]) >= rounds or final:
                 pending.remove(p)
                 finish(p)
 
@@ -203,22 +251,21 @@ def run_calibration(
         ref_art = export_network(ref_model, ref_x, ref_target, ref_scheme, threads, Path(tmp))
 
         def reference_round() -> None:
-            samples = time_round(ref_art, ref_x, threads, warmup, runs * 2)[0]
-            rec = record({"latency_ms": fast_ms([samples], threads),
-                          "latency_p50_ms": float(np.percentile([w for w, _ in samples], 50))})
+            r = timer.round(ref_art, ref_x, warmup, runs * 2)
+            rec = record({"latency_ms": r.fast_ms(threads), "latency_p50_ms": r.p50_ms})
             ref_rounds.append(rec["latency_ms"])
             _table.append_record(table_path, {
                 "kind": "reference", "network": reference_spec(suite)["name"], "target": ref_target,
                 "scheme": ref_scheme, "threads": threads, "suite_version": suite["suite_version"],
                 "latency_ms": round(rec["latency_ms"], 5), "latency_p50_ms": round(rec["latency_p50_ms"], 5),
-                "time_utc": _table.now_utc(), "calibration_versions": versions, "where": "host",
+                "time_utc": _table.now_utc(), "calibration_versions": timer.versions(), "where": where,
             })
 
         def check_noise(final: bool) -> float:
             spread = noise_spread_pct(ref_rounds)
             if spread > limit:
                 raise CalibrationNoiseError(
-                    f"this machine is too noisy to calibrate: the reference network's p50 latency spread "
+                    f"{timer.name} is too noisy to calibrate: the reference network's p50 latency spread "
                     f"{spread:.1f}% (fastest half of {len(ref_rounds)} rounds: "
                     f"{', '.join(f'{v:.3f}' for v in sorted(ref_rounds))} ms), above the {limit:g}% limit; "
                     f"no profile was written (measurements kept in {table_path.name}); rerun on a quieter machine "
@@ -230,6 +277,7 @@ def run_calibration(
             for _ in range(3):
                 reference_round()
             check_noise(final=False)
+            resume_from_table()
             rounds_left = max(0, int(noise["rounds"]) - 4)
             next_round_at = start + budget_s / (rounds_left + 1) if rounds_left else float("inf")
 
@@ -248,15 +296,16 @@ def run_calibration(
                         t0 = time.perf_counter()
                         art = export_network(model, x, t, s, threads, work)
                         export_s = time.perf_counter() - t0
-                        samples, mem = time_round(art, x, threads, warmup, runs)
-                        rec = base_record(art, threads, mem, export_s)
-                        if t == "executorch":
-                            rec["ops"] = etdump_ops(art, x, threads, warmup=2, runs=runs)
+                        first = timer.round(art, x, warmup, runs)
+                        rec = base_record(art, threads, first, export_s, where)
+                        ops = timer.ops(art, x, runs)
+                        if ops is not None:
+                            rec["ops"] = ops
                         rec |= {"kind": "suite", "network": spec["name"], "index": i, "spec": spec,
-                                "suite_version": suite["suite_version"], "calibration_versions": versions,
+                                "suite_version": suite["suite_version"], "calibration_versions": timer.versions(),
                                 "time_utc": _table.now_utc()}
                         later_rounds(final=False)
-                        pending.append({"record": rec, "samples": [samples], "artifact": art, "x": x, "dir": work})
+                        pending.append({"record": rec, "rounds": [first], "artifact": art, "x": x, "dir": work})
                         if progress is not None:
                             progress(int(time.perf_counter() - start), int(budget_s))
                         if rounds_left and time.perf_counter() >= next_round_at:
@@ -277,8 +326,13 @@ def run_calibration(
                 finish(p)
             pending.clear()
 
+    versions = timer.versions()
+    # Records of a resumed run whose runtime versions turned out to differ (a target first timed in this run) are
+    # not mixed into the fit.
+    kept = [r for r in kept if _same_setup(r, suite["suite_version"], threads, versions, where)]
     feedback = [r for r in _table.read_table(_table.feedback_path(profile.name))
-                if r.get("threads") == threads and _versions_match(r.get("runtime_versions"), versions)]
+                if r.get("threads") == threads and r.get("where") == where
+                and _versions_match(r.get("runtime_versions"), versions)]
     elapsed = time.perf_counter() - start
     cost_model = fit_profile_cost_model(
         kept + feedback,
@@ -287,7 +341,7 @@ def run_calibration(
         threads=threads,
         provenance={
             "date": _table.now_utc(),
-            "runner": "edgeprune.runners.host.HostRunner (in-process), per-operator ETDump + Inspector for executorch",
+            "runner": timer.describe(),
             "runtime_versions": {k: v for k, v in versions.items() if v},
             "noise_spread_pct": round(spread, 2),
             "table": table_path.name,
@@ -296,15 +350,157 @@ def run_calibration(
             "networks": len({r["network"] for r in kept}),
             "feedback_records": len(feedback),
         },
+        host_profile=profile,
     )
+    if timer.method is not None:
+        cost_model = cost_model.model_copy(update={"method": timer.method})
     calibrated = profile.model_copy(update={"cost_model": cost_model})
     data = calibrated.model_dump(mode="json", exclude_none=False)
-    header = (f"# Calibrated by edgeprune on {cost_model.date} ({cost_model.runner}).\n"
+    header = (f"# Calibrated by edgeprune on {cost_model.date} on {where} ({cost_model.runner}).\n"
               f"# Measurements: {table_path.name} (same folder).\n")
     atomic_write_bytes(out_path, (header + yaml.safe_dump(data, sort_keys=False, width=120)).encode())
     if progress is not None:
         progress(int(budget_s), int(budget_s))
     return calibrated
+
+
+# ------------------------------------------------------------------------------------------------ timers
+# Where the suite is timed. One round = `runs` timed inferences of one artifact after `warmup` untimed ones.
+
+
+@dataclass(frozen=True)
+class TimedRound:
+    """One timing round of one artifact."""
+
+    p50_ms: float
+    runs: int
+    runner: str
+    runtime_versions: Mapping[str, str | None]
+    peak_memory_mb: float | None = None
+    memory_method: str = ""
+    samples: tuple[tuple[float, float], ...] = ()
+    """(wall ms, process CPU ms) per run; empty when the timer reports statistics only (a remote runner)."""
+
+    def fast_ms(self, threads: int) -> float:
+        """The round's latency without competing work: `fast_ms` of its runs, or its p50 without per-run times."""
+        return fast_ms([self.samples], threads) if self.samples else self.p50_ms
+
+
+class _Timer:
+    """Times artifacts somewhere: `round` (one timing round), `ops` (a per-operator profile, or None)."""
+
+    where: str
+    name: str
+    method: str | None = None
+    """The cost model's `method` when it differs from the fit's own description (None: keep the fit's)."""
+
+    def preflight(self) -> None:
+        """Check that the machine is there, before anything is exported."""
+
+    def round(self, artifact: Artifact, x: torch.Tensor, warmup: int, runs: int) -> TimedRound:
+        raise NotImplementedError
+
+    def ops(self, artifact: Artifact, x: torch.Tensor, runs: int) -> list[list[Any]] | None:
+        return None
+
+    def versions(self) -> dict[str, str | None]:
+        """The runtime versions the coefficients describe (those known so far)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The cost model's `runner`: what measured, and where."""
+        raise NotImplementedError
+
+
+_SESSION_RUNNER = {"executorch": "executorch.runtime", "tflite": "ai_edge_litert.Interpreter",
+                   "onnx": "onnxruntime.InferenceSession"}
+
+
+class InProcessTimer(_Timer):
+    """This machine, in process: the runtime session the HostRunner uses (per-run wall and CPU times), plus ETDump
+    per-operator profiles of ExecuTorch programs."""
+
+    where = "host"
+    name = "this machine"
+
+    def __init__(self, targets: Sequence[str], threads: int):
+        self.threads = threads
+        self._versions = runtime_versions(targets)
+
+    def round(self, artifact: Artifact, x: torch.Tensor, warmup: int, runs: int) -> TimedRound:
+        samples, (peak_mb, method) = time_round(artifact, x, self.threads, warmup, runs)
+        return TimedRound(
+            p50_ms=float(np.percentile([w for w, _ in samples], 50)), runs=len(samples),
+            runner=_SESSION_RUNNER[artifact.target], runtime_versions=runtime_versions([artifact.target]),
+            peak_memory_mb=peak_mb, memory_method=method, samples=tuple(samples),
+        )
+
+    def ops(self, artifact: Artifact, x: torch.Tensor, runs: int) -> list[list[Any]] | None:
+        if artifact.target != "executorch":
+            return None
+        return etdump_ops(artifact, x, self.threads, warmup=2, runs=runs)
+
+    def versions(self) -> dict[str, str | None]:
+        return dict(self._versions)
+
+    def describe(self) -> str:
+        return "host runtime sessions (the HostRunner's session.run), per-operator ETDump + Inspector for executorch"
+
+
+class RunnerTimer(_Timer):
+    """Another machine through a `Runner` (a phone over adb, a board over ssh): each round is one
+    `Runner.measure` of the artifact exported here; whole-model statistics only (the round's p50), and the runtime
+    versions as the runner reports them. The adb runner's energy runs are switched off unless asked for: energy is
+    not part of the cost model, and they would double every round."""
+
+    def __init__(self, runner: Runner, threads: int):
+        self.runner = runner
+        self.threads = threads
+        self.where = runner.where
+        self.name = runner.where
+        if getattr(runner, "energy", False) is None:
+            runner.energy = False  # type: ignore[attr-defined]
+        self._versions: dict[str, str | None] = {}
+        self._runners: list[str] = []
+        self._machine = ""
+        self.method = (f"roofline of the profile's CPU description, with per-group multipliers and per-inference "
+                       f"overhead fitted on whole-model p50 latencies of the calibration suite measured on {self.where} "
+                       "(edgeprune.cost.fit; no per-operator timings from a remote runner)")
+
+    def preflight(self) -> None:
+        if not self.where.startswith("adb:"):
+            return  # ssh: the first measurement connects (ssh's own ConnectTimeout), and names the board if it fails
+        from edgeprune.runners.adb import read_device
+
+        runner: Any = self.runner
+        info = read_device(runner.serial, runner.adb_host, runner.adb_port, timeout_s=min(runner.timeout_s, 30.0))
+        self._machine = _machine_text(info.to_dict())
+
+    def round(self, artifact: Artifact, x: torch.Tensor, warmup: int, runs: int) -> TimedRound:
+        m = self.runner.measure(artifact, x.numpy().astype(np.float32), warmup=warmup, runs=runs, threads=self.threads)
+        self._versions.update(m.runtime_versions)
+        if m.runner not in self._runners:
+            self._runners.append(m.runner)
+        if not self._machine:
+            self._machine = _machine_text(m.extra.get("device") or m.extra.get("machine") or {})
+        return TimedRound(p50_ms=float(m.latency_p50_ms), runs=int(m.runs), runner=m.runner,
+                          runtime_versions=dict(m.runtime_versions), peak_memory_mb=m.peak_memory_mb,
+                          memory_method=m.memory_method)
+
+    def versions(self) -> dict[str, str | None]:
+        return dict(self._versions)
+
+    def describe(self) -> str:
+        machine = f" ({self._machine})" if self._machine else ""
+        return (f"{type(self.runner).__name__} on {self.where}{machine}: {'; '.join(self._runners) or 'no runs'}; "
+                "whole-model p50 per round, no per-operator timings")
+
+
+def _machine_text(info: Mapping[str, Any]) -> str:
+    """A short description of the device a runner reports: 'Pixel 8, Google Tensor G3' or 'Linux aarch64'."""
+    parts = [info.get("model"), info.get("soc")] if info.get("model") or info.get("soc") else \
+        [info.get("system"), info.get("machine")]
+    return ", ".join(str(p) for p in parts if p)
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -386,13 +582,6 @@ def time_round(
         session.close()
 
 
-def time_artifact(artifact: Artifact, example: torch.Tensor, threads: int, warmup: int, runs: int) -> Measurement:
-    """The same measurement `edgeprune build` takes: HostRunner p50 over `runs` after `warmup`."""
-    with native_stderr_silenced():
-        return HostRunner().measure(artifact, example.numpy().astype(np.float32), warmup=warmup, runs=runs,
-                                    threads=threads)
-
-
 def etdump_ops(artifact: Artifact, example: torch.Tensor, threads: int, warmup: int, runs: int) -> list[list[Any]]:
     """Per-operator timings of an ExecuTorch program from ETDump + Inspector: [[event name, us], ...] in
     execution order (XNNPACK operators, DELEGATE_CALL, portable operator calls, Method::execute); each event's
@@ -442,20 +631,21 @@ def merge_ops(a: list[list[Any]], b: list[list[Any]]) -> list[list[Any]]:
     return [[n, min(x, y)] for (n, x), (_, y) in zip(a, b)]
 
 
-def base_record(artifact: Artifact, threads: int, memory: tuple[float | None, str], export_s: float) -> dict[str, Any]:
-    """The table fields of one exported network (no timings or provenance yet)."""
-    peak_mb, method = memory
+def base_record(artifact: Artifact, threads: int, first: TimedRound, export_s: float, where: str = "host"
+                ) -> dict[str, Any]:
+    """The table fields of one exported network (no timings or provenance yet), with the runner, memory figure and
+    runtime versions of its first timing round."""
+    peak_mb = first.peak_memory_mb
     record: dict[str, Any] = {
         "target": artifact.target,
         "scheme": artifact.scheme,
         "threads": threads,
         "size_bytes": artifact.size_bytes,
         "peak_memory_mb": None if peak_mb is None else round(peak_mb, 4),
-        "memory_method": method,
-        "runner": {"executorch": "executorch.runtime", "tflite": "ai_edge_litert.Interpreter",
-                   "onnx": "onnxruntime.InferenceSession"}[artifact.target],
-        "where": "host",
-        "runtime_versions": runtime_versions([artifact.target]),
+        "memory_method": first.memory_method,
+        "runner": first.runner,
+        "where": where,
+        "runtime_versions": dict(first.runtime_versions),
         "export_s": round(export_s, 3),
     }
     if artifact.target == "executorch":
@@ -464,35 +654,21 @@ def base_record(artifact: Artifact, threads: int, memory: tuple[float | None, st
     return record
 
 
-def finalize_record(record: dict[str, Any], rounds: list[list[tuple[float, float]]]) -> dict[str, Any]:
-    """Add the timings of all rounds: latency_ms (the fitted figure, see `fast_ms`), the per-round wall p50s and
-    CPU-time medians, and latency_p50_ms (the fastest round's wall p50: a single HostRunner measurement at best)."""
-    p50s = [float(np.percentile([w for w, _ in r], 50)) for r in rounds]
-    cpus = [float(np.percentile([c for _, c in r], 50)) for r in rounds]
-    return record | {
-        "latency_ms": round(fast_ms(rounds, record["threads"]), 5),
-        "latency_p50_ms": round(min(p50s), 5),
-        "round_p50s_ms": [round(v, 5) for v in p50s],
-        "round_cpu_ms": [round(v, 5) for v in cpus],
-        "runs": sum(len(r) for r in rounds),
-    }
-
-
-def measure_network(
-    model: torch.nn.Module, example: torch.Tensor, target: str, scheme: str, threads: int, warmup: int, runs: int,
-    rounds: int = 1, per_op: bool = True,
-) -> dict[str, Any]:
-    """Export, time (`rounds` back-to-back rounds) and, for ExecuTorch, profile one network per operator."""
-    with tempfile.TemporaryDirectory(prefix="edgeprune-calib-") as tmp:
-        start = time.perf_counter()
-        artifact = export_network(model, example, target, scheme, threads, Path(tmp))
-        export_s = time.perf_counter() - start
-        samples, mem = time_round(artifact, example, threads, warmup, runs)
-        record = base_record(artifact, threads, mem, export_s)
-        if target == "executorch" and per_op:
-            record["ops"] = etdump_ops(artifact, example, threads, warmup=2, runs=runs)
-        all_rounds = [samples] + [time_round(artifact, example, threads, warmup, runs)[0] for _ in range(rounds - 1)]
-        return finalize_record(record, all_rounds)
+def finalize_record(record: dict[str, Any], rounds: Sequence[TimedRound]) -> dict[str, Any]:
+    """Add the timings of all rounds: latency_ms (the fitted figure: `fast_ms` of all runs, or the fastest round's
+    p50 when the timer gives statistics only), the per-round wall p50s (and CPU-time medians, in process), and
+    latency_p50_ms (the fastest round's wall p50: a single runner measurement at best)."""
+    p50s = [r.p50_ms for r in rounds]
+    timed = {"latency_p50_ms": round(min(p50s), 5), "round_p50s_ms": [round(v, 5) for v in p50s]}
+    if all(r.samples for r in rounds):
+        cpus = [float(np.percentile([c for _, c in r.samples], 50)) for r in rounds]
+        return record | {
+            "latency_ms": round(fast_ms([r.samples for r in rounds], record["threads"]), 5),
+            **timed,
+            "round_cpu_ms": [round(v, 5) for v in cpus],
+            "runs": sum(r.runs for r in rounds),
+        }
+    return record | {"latency_ms": round(min(p50s), 5), **timed, "runs": sum(r.runs for r in rounds)}
 
 
 def _versions_match(recorded: dict[str, Any] | None, versions: dict[str, str | None]) -> bool:

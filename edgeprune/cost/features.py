@@ -181,12 +181,30 @@ class ModelFeatures:
 # ---------------------------------------------------------------------------------------------------- tracing
 
 
+@dataclass(frozen=True)
+class _Meta:
+    """What the lowering needs of a tensor argument (keeping the tensor itself would keep every activation alive)."""
+
+    shape: tuple[int, ...]
+
+    def numel(self) -> int:
+        return _numel(self.shape)
+
+
+def _light(a: Any) -> Any:
+    if isinstance(a, torch.Tensor):
+        return _Meta(tuple(a.shape))
+    if isinstance(a, (list, tuple)):
+        return type(a)(_light(x) for x in a)
+    return a
+
+
 @dataclass
 class _Node:
     op: str  # aten op name without namespace/overload, e.g. "convolution"
     overload: str
     inputs: list[int]  # producer node ids of tensor activation inputs (-1 = model input)
-    consts: list[torch.Tensor]  # constant tensor inputs (weights, bias, BN stats)
+    consts: list[_Meta]  # constant tensor inputs (weights, bias, BN stats)
     args: tuple
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
@@ -231,19 +249,18 @@ class _Recorder(TorchDispatchMode):
             for t in flat_out:
                 self.producer[id(t)] = act_in[0]
             return out
-        consts = [t for t, s in zip(tensors_in, srcs) if s is None]
+        consts = [_Meta(tuple(t.shape)) for t, s in zip(tensors_in, srcs) if s is None]
         first = flat_out[0] if flat_out else None
         node = _Node(
             op=base,
             overload=overload,
             inputs=list(dict.fromkeys(act_in)),
             consts=consts,
-            args=tuple(a for a in args if not isinstance(a, torch.Tensor)),
+            args=_light(tuple(args)),
             out_shape=tuple(first.shape) if first is not None else (),
             out_dtype=first.dtype if first is not None else torch.float32,
             in_shapes=[tuple(t.shape) for t, s in zip(tensors_in, srcs) if s is not None],
         )
-        node.args = args  # keep the full positional args (tensors included) for per-op parsing
         self.nodes.append(node)
         nid = len(self.nodes) - 1
         if base in ("max_pool2d_with_indices",):
@@ -284,8 +301,12 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor) -> list[_Node]:
     x = example_input.detach().to(torch.float32).clone()
     constants = list(model.parameters()) + list(model.buffers())
     rec = _Recorder(x, constants)
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
     try:
         model.eval()
+        if mha is not None:
+            mha.set_fastpath_enabled(False)  # the fused transformer fast path would hide its matmuls in one op
         with torch.no_grad(), rec:
             model(x)
     except Exception as exc:  # noqa: BLE001 - a model that cannot run on its example input is a user error
@@ -296,6 +317,8 @@ def trace(model: torch.nn.Module, example_input: torch.Tensor) -> list[_Node]:
     finally:
         for m, flag in modes.items():
             m.training = flag
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
     return rec.nodes
 
 
@@ -319,7 +342,7 @@ def _clamp_name(n: _Node) -> str | None:
     return None
 
 
-def _const_bytes(consts: list[torch.Tensor]) -> int:
+def _const_bytes(consts: list[_Meta]) -> int:
     return sum(t.numel() for t in consts)
 
 
@@ -386,7 +409,7 @@ def lower(nodes: list[_Node], input_shape: tuple[int, ...], target: str, scheme:
         out_shape = n.out_shape
         ktype = None
         macs = 0
-        consts: list[torch.Tensor] = list(n.consts)
+        consts: list[_Meta] = list(n.consts)
         khw, stride, groups = (1, 1), 1, 1
         delegated = True
         dtype = act_dtype

@@ -390,7 +390,7 @@ def fit_pair(records: list[dict[str, Any]], all_records: list[dict[str, Any]], t
     base = base.model_copy(update={"kernels": kernels})
     if not models:
         return base
-    mult, over = fit_whole(models, base, free_keys=seen - measured)
+    mult, over = fit_whole(models, base, free_keys=(seen - measured) if measured else ())
     return _coeffs(_as_arrays(base), target, scheme, threads, "calibrated", over, mult)
 
 

@@ -383,5 +383,5 @@ def describe_cost_model(profile: DeviceProfile) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in sorted(cm.runtime_versions.items()))
     notes = [n for t in {c.target for c in cm.latency} for n in version_notes(profile, t)]
     warn = f"; WARNING: {notes[0]}" if notes else ""
-    return (f"calibrated {cm.date} at {cm.threads} thread(s) by {cm.runner.split(' ')[0]} ({versions}){acc}; "
+    return (f"calibrated {cm.date} at {cm.threads} thread(s), measured with {cm.runner} ({versions}){acc}; "
             f"noise spread {cm.noise_spread_pct}%{warn}")

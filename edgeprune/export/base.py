@@ -8,7 +8,10 @@ fault, and the first line of the reason: `unsupported(target, scheme, model, exc
 from __future__ import annotations
 
 import abc
+import os
 import re
+import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,6 @@ from typing import Callable, ClassVar, Iterator
 
 import torch
 
-from edgeprune._io import native_stderr_silenced
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import Artifact, Plan
 
@@ -193,6 +195,42 @@ def failing_op(exc: BaseException) -> str | None:
     return None
 
 
+def failing_node(exc: BaseException) -> tuple[str, tuple[str, str] | None] | None:
+    """(op, (module path, class) or None) of the graph node a converter was working on when `exc` was raised: the
+    innermost traceback frame holding an FX node (torch.export / ExecuTorch / litert-torch passes) or an ONNX node
+    (onnxruntime's quantiser) in a local variable. FX nodes carry the module they came from in their metadata."""
+    found = None
+    for e in reversed(exception_chain(exc)):
+        tb = e.__traceback__
+        while tb is not None:
+            for value in list(tb.tb_frame.f_locals.values()):
+                if isinstance(value, torch.fx.Node) and value.op in ("call_function", "call_method", "call_module"):
+                    target = value.target
+                    op = str(target) if not callable(target) or isinstance(target, torch._ops.OpOverload) else getattr(
+                        target, "__name__", str(target)
+                    )
+                    stack = value.meta.get("nn_module_stack") or {}
+                    module = None
+                    if stack:
+                        path, cls = list(stack.values())[-1]
+                        cls_name = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+                        module = (_clean_module_path(path), cls_name)
+                    found = (op, module)
+                elif type(value).__name__ == "NodeProto" and type(value).__module__.startswith("onnx"):
+                    found = (f"onnx {value.op_type}" + (f" '{value.name}'" if value.name else ""), None)
+            tb = tb.tb_next
+        if found is not None:
+            return found
+    return None
+
+
+def _clean_module_path(path: str) -> str:
+    """'L['self'].layer1.0' / 'L__self___layer1_0' style paths from torch.export metadata -> 'layer1.0'."""
+    path = re.sub(r"^L\['self'\]\.?", "", path)
+    path = re.sub(r"\._modules\['([^']+)'\]", r".\1", path)
+    return path.lstrip(".")
+
+
 def is_data_dependent(exc: BaseException) -> bool:
     return any("DataDependent" in type(e).__name__ or "data-dependent" in _text(e) for e in exception_chain(exc))
 
@@ -211,8 +249,11 @@ def unsupported(
     if code:
         place += f" at {code}"
     reason = first_line(exc, limit=240)
-    op = failing_op(exc)
-    if op and op.split(".")[1] not in reason:
+    node = failing_node(exc)
+    if where is None and node is not None and node[1] is not None:
+        place = f" in module '{node[1][0]}' ({node[1][1]})" if node[1][0] else f" in the model's forward ({node[1][1]})"
+    op = failing_op(exc) or (node[0] if node is not None else None)
+    if op and op.split(".")[-2 if op.count(".") >= 2 else -1].split(" ")[-1] not in reason:
         place += f" (op {op})"
     what = STAGES[stage] + (f" {how}" if how else "")
     if is_data_dependent(exc):
@@ -224,8 +265,20 @@ def unsupported(
 
 
 @contextmanager
-def quiet_capture() -> Iterator[None]:
-    """Keep what torch.export and the converters print while they work (the partial FX graph before a capture error,
-    native converter logs) out of the user's terminal; the exception itself carries the reason."""
-    with native_stderr_silenced():
-        yield
+def quiet_capture() -> Iterator[list[str]]:
+    """Keep what torch.export, the converters and the runtimes print while they work (the partial FX graph before a
+    capture error, native converter / runtime logs on file descriptor 2) out of the user's terminal, and hand the
+    lines back when the block ends: a native failure often explains itself only there."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            lines.extend(_ANSI.sub("", log.read().decode(errors="replace")).splitlines())

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
     XNNPACKQuantizer,
@@ -155,16 +157,33 @@ class ExecuTorchExporter(Exporter):
             raise unsupported(self.name, scheme, model, exc, "quantise", "with PT2E XNNPACKQuantizer") from exc
 
     def _lower(self, ep: torch.export.ExportedProgram, scheme: str) -> tuple[bytes, dict[str, Any]]:
-        try:
-            edge = to_edge_transform_and_lower(
-                ep, partitioner=[XnnpackPartitioner()], transform_passes=get_transform_passes()
-            )
-            info = get_delegation_info(edge.exported_program().graph_module)
-            program = edge.to_executorch()
-            buffer = bytes(program.buffer)
-            plan = program.executorch_program.execution_plan[0]
-        except Exception as exc:  # noqa: BLE001
-            raise unsupported(self.name, scheme, None, exc, "lower", "to XNNPACK") from exc
+        """Lower to XNNPACK and check that executorch.runtime loads the result. XNNPACK can refuse, at load time, a
+        node its partitioner accepted (swin_t int8: a quantised constant pad); that op is then lowered again without
+        delegation (it runs on the portable kernels), or the model is refused with the runtime's reason."""
+        kept_off: dict[str, str] = {}  # partitioner config -> why it was kept off XNNPACK
+        while True:
+            configs = [c for c in ALL_PARTITIONER_CONFIGS if c.__name__ not in kept_off]
+            try:
+                edge = to_edge_transform_and_lower(
+                    ep, partitioner=[XnnpackPartitioner(configs=configs)], transform_passes=get_transform_passes()
+                )
+                info = get_delegation_info(edge.exported_program().graph_module)
+                program = edge.to_executorch()
+                buffer = bytes(program.buffer)
+                plan = program.executorch_program.execution_plan[0]
+            except Exception as exc:  # noqa: BLE001
+                raise unsupported(self.name, scheme, None, exc, "lower", "to XNNPACK") from exc
+            refused = _load_failure(buffer)
+            if refused is None:
+                break
+            reason, xnn_node = refused
+            config = _XNN_NODE_CONFIG.get(xnn_node or "")
+            if config is None or config in kept_off:
+                raise UnsupportedModelError(
+                    f"target '{self.name}' (--quant {scheme}): executorch.runtime cannot load the lowered program"
+                    f"{f' (XNNPACK {xnn_node} node)' if xnn_node else ''}: {reason}; try another --quant or --target"
+                )
+            kept_off[config] = f"XNNPACK refused a {xnn_node} node at load: {reason}"
 
         delegated: dict[str, int] = {}
         non_delegated: dict[str, int] = {}
@@ -186,7 +205,44 @@ class ExecuTorchExporter(Exporter):
             "planned_arena_bytes": int(sum(plan.non_const_buffer_sizes[1:])),
             "executorch_version": package_version("executorch"),
         }
+        if kept_off:
+            lowering["kept_off_xnnpack"] = kept_off
         return buffer, lowering
+
+
+_XNN_NODE_CONFIG = {
+    "StaticConstantPad": "ConstantPadConfig",
+    "StaticSlice": "SliceCopyConfig",
+    "StaticTranspose": "PermuteConfig",
+    "StaticReshape": "ViewCopyConfig",
+    "Concatenate2": "CatConfig",
+    "Concatenate3": "CatConfig",
+    "Concatenate4": "CatConfig",
+    "Concatenate5": "CatConfig",
+}
+"""XNNPACK node kinds (as its compiler logs them) -> the partitioner config that delegates them."""
+_XNN_FAILED = re.compile(r"Failed to create (\w+) node \d+ with code: (\w+)")
+
+
+def _load_failure(buffer: bytes) -> tuple[str, str | None] | None:
+    """None if executorch.runtime loads `buffer`'s forward method; else (reason, XNNPACK node kind or None)."""
+    from executorch.runtime import Runtime
+
+    with quiet_capture() as log:
+        try:
+            Runtime.get().load_program(buffer).load_method("forward")
+        except Exception as exc:  # noqa: BLE001 - the runtime's log says why
+            failure: BaseException | None = exc
+        else:
+            failure = None
+    if failure is None:
+        return None
+    text = "\n".join(log)
+    match = _XNN_FAILED.search(text)
+    if match:
+        return f"{match.group(1)}: {match.group(2)}", match.group(1)
+    errors = [line.split("] ", 1)[-1].strip() for line in log if line.startswith("E ") or "failed" in line.lower()]
+    return "; ".join(dict.fromkeys(errors))[:300] or first_line(failure), None
 
 
 def _specs(ep: torch.export.ExportedProgram, kind: str) -> tuple[TensorSpec, ...]:
