@@ -48,6 +48,46 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
+    p.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
+    p.add_argument("--input-shape", help="batch-1 input shape, e.g. 1,3,224,224")
+    p.add_argument("--data", help="examples:digits, a .npz with x and y, or an image folder (one subfolder per class)")
+    p.add_argument("--device", action="append", dest="devices",
+                   help="profile name or .yaml path (repeatable; default host; apply: the plan's device)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (dist/<device>/ per device)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_budget_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latency-ms", type=_positive_float, help="override the latency budget")
+    p.add_argument("--size-mb", type=_positive_float, help="override the model size budget")
+    p.add_argument("--memory-mb", type=_positive_float, help="override the peak memory budget")
+    p.add_argument("--energy-mj", type=_positive_float, help="override the energy-per-inference budget")
+    p.add_argument("--max-accuracy-drop", type=_non_negative_float, help="override the allowed accuracy drop, in points")
+    p.add_argument("--round-to", type=int, default=8, help="round pruned channel counts to this multiple (default 8)")
+    p.add_argument("--importance", default="l2", help="channel importance: l2 (default), l1, bn-scale, fpgm, random")
+    p.add_argument("--finetune-epochs", type=int, default=10,
+                   help="distillation epochs after pruning, on labelled train data (default 10; 0 = none)")
+
+
+def _add_plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="greedy", choices=("greedy", "optuna"), help="search strategy (default greedy)")
+    p.add_argument("--minimize", choices=("latency",),
+                   help="latency: the fastest plan within --max-accuracy-drop (default: the most accurate within budget)")
+    p.add_argument("--schemes", default="fp32,int8",
+                   help="quantisation schemes the search may choose, comma-separated (default fp32,int8)")
+    p.add_argument("--time-budget", type=_positive_float, help="seconds the search may take (default: no limit)")
+
+
+def _add_measure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    _add_runner_options(p)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgeprune", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -74,38 +114,39 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("path", help="the binary, built for the device's ABI")
     runners_sub.add_parser("list", help="list cached benchmark programs")
 
-    build = sub.add_parser("build", help="prune, quantise, export and measure a model for one or more devices")
-    build.add_argument("--model", required=True, help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
-    build.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
-    build.add_argument("--input-shape", help="batch-1 input shape, e.g. 1,3,224,224")
-    build.add_argument("--data", help="examples:digits, a .npz with x and y, or an image folder (one subfolder per class)")
-    build.add_argument("--device", action="append", dest="devices", help="profile name or .yaml path (repeatable; default host)")
-    build.add_argument("--target", action="append", dest="targets", choices=TARGETS, help="export target (repeatable)")
-    build.add_argument("--prune", type=float, default=0.0, help="fraction of prunable channels to remove, in [0, 1)")
-    build.add_argument("--quant", default="fp32", choices=SCHEMES, help="fp32 | fp16 | int8 (static, calibrated) | int8-dynamic")
-    build.add_argument("--out", required=True, type=Path, help="output folder (dist/<device>/ per device)")
-    build.add_argument("--latency-ms", type=_positive_float, help="override the latency budget")
-    build.add_argument("--size-mb", type=_positive_float, help="override the model size budget")
-    build.add_argument("--memory-mb", type=_positive_float, help="override the peak memory budget")
-    build.add_argument("--energy-mj", type=_positive_float, help="override the energy-per-inference budget")
-    build.add_argument("--max-accuracy-drop", type=_non_negative_float, help="override the allowed accuracy drop, in points")
-    build.add_argument("--round-to", type=int, default=8, help="round pruned channel counts to this multiple (default 8)")
-    build.add_argument("--importance", default="l2", help="channel importance: l2 (default), l1, bn-scale, fpgm, random")
-    build.add_argument("--finetune-epochs", type=int, default=10,
-                       help="distillation epochs after pruning, on labelled train data (default 10; 0 = none)")
-    build.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
-    build.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
-    build.add_argument("--seed", type=int, default=0)
-    _add_runner_options(build)
-    build.add_argument("--json", action="store_true", help="print the build summary as JSON on stdout")
-    build.add_argument("--quiet", action="store_true", help="no progress display")
+    build = sub.add_parser("build", help="plan for the budgets (or apply --prune/--quant), export and measure")
+    _add_model_options(build)
+    build.add_argument("--target", action="append", dest="targets", choices=TARGETS,
+                       help="export target (repeatable); when planning, the targets the search may choose among")
+    build.add_argument("--prune", type=float, default=None,
+                       help="fixed plan: fraction of prunable channels to remove, in [0, 1) (omit both --prune and "
+                            "--quant to plan for the budgets)")
+    build.add_argument("--quant", default=None, choices=SCHEMES, help="fixed plan: fp32 | fp16 | int8 (static) | int8-dynamic")
+    _add_budget_options(build)
+    _add_plan_options(build)
+    _add_measure_options(build)
 
-    calibrate = sub.add_parser("calibrate", help="time the calibration suite here and write a calibrated profile")
-    calibrate.add_argument("--device", default="host", help="the profile to calibrate (default host)")
+    plan = sub.add_parser("plan", help="search the plan that meets each device's budgets; write plan.yaml, no artifacts")
+    _add_model_options(plan)
+    plan.add_argument("--target", action="append", dest="targets", choices=TARGETS, help="targets the search may choose among")
+    _add_budget_options(plan)
+    _add_plan_options(plan)
+    _add_measure_options(plan)
+
+    apply = sub.add_parser("apply", help="replay a plan.yaml on the model: the same architecture and artifact")
+    apply.add_argument("plan", type=Path, help="a plan.yaml written by 'edgeprune build' or 'edgeprune plan'")
+    _add_model_options(apply)
+    _add_measure_options(apply)
+
+    calibrate = sub.add_parser("calibrate", help="time the calibration suite on this machine, a phone (adb) or a board "
+                                                 "(ssh) and write a calibrated profile")
+    calibrate.add_argument("--device", default="host",
+                           help="the profile to calibrate (default host; with --on adb:/ssh:, that device's profile)")
     calibrate.add_argument("--target", action="append", dest="targets", choices=TARGETS, help="target (repeatable)")
     calibrate.add_argument("--minutes", type=float, default=None, help="time budget (default: the suite's, <= 10)")
     calibrate.add_argument("--out", required=True, type=Path, help="the calibrated profile YAML to write")
     calibrate.add_argument("--no-resume", action="store_true", help="start over instead of resuming an interrupted run")
+    _add_runner_options(calibrate)
 
     validate = sub.add_parser("validate", help="measure built artifacts on the host, a phone (adb) or a board (ssh)")
     validate.add_argument("path", type=Path, help="a build folder (dist/) or one device's folder (dist/pixel-8)")
@@ -248,32 +289,30 @@ def _cmd_profile_show(args: argparse.Namespace, out: Console) -> int:
     return EXIT_OK
 
 
-def _cmd_build(args: argparse.Namespace, out: Console) -> int:
-    from edgeprune._io import stdout_to_stderr
-    from edgeprune._progress import Steps
-    from edgeprune.modelspec import parse_input_shape
-    from edgeprune.pipeline import BuildRequest, build
+def _plan_settings(args: argparse.Namespace):
+    from edgeprune.autoplan import PlanSettings
 
-    request = BuildRequest(
+    return PlanSettings(
+        schemes=tuple(x.strip() for x in args.schemes.split(",") if x.strip()),
+        strategy=args.strategy,
+        objective="latency" if args.minimize == "latency" else "accuracy",
+        time_budget_s=args.time_budget,
+        finetune_epochs=args.finetune_epochs,
+        seed=args.seed,
+    )
+
+
+def _request(args: argparse.Namespace, **fields: Any):
+    from edgeprune.modelspec import parse_input_shape
+    from edgeprune.pipeline import BuildRequest
+
+    common = dict(
         model=args.model,
         out=args.out,
         devices=tuple(args.devices or ["host"]),
-        targets=tuple(args.targets or ()),
-        prune=args.prune,
-        quant=args.quant,
         weights=args.weights,
         input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
         data=args.data,
-        budget_overrides={
-            "latency_ms": args.latency_ms,
-            "model_size_mb": args.size_mb,
-            "peak_memory_mb": args.memory_mb,
-            "energy_mj": args.energy_mj,
-            "max_accuracy_drop_pct": args.max_accuracy_drop,
-        },
-        round_to=args.round_to,
-        importance=args.importance,
-        finetune_epochs=args.finetune_epochs,
         runs=args.runs,
         warmup=args.warmup,
         seed=args.seed,
@@ -283,34 +322,121 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         known_hosts=args.known_hosts,
         adb_port=args.adb_port,
     )
+    if hasattr(args, "latency_ms"):
+        common |= dict(
+            budget_overrides={
+                "latency_ms": args.latency_ms,
+                "model_size_mb": args.size_mb,
+                "peak_memory_mb": args.memory_mb,
+                "energy_mj": args.energy_mj,
+                "max_accuracy_drop_pct": args.max_accuracy_drop,
+            },
+            round_to=args.round_to,
+            importance=args.importance,
+            finetune_epochs=args.finetune_epochs,
+        )
+    return BuildRequest(**(common | fields))
+
+
+def _run_build(args: argparse.Namespace, out: Console, request: Any) -> int:
+    from edgeprune._io import stdout_to_stderr
+    from edgeprune._progress import Steps
+    from edgeprune.pipeline import build
+
     with stdout_to_stderr():  # converters print progress to stdout; keep it for our results
         result = build(request, Steps(enabled=not (args.quiet or args.json)))
     if args.json:
         print(json.dumps(result.summary, indent=2))
+    elif request.plan_only:
+        _print_plan(result.summary, args.out, out)
     else:
         _print_build(result.summary, args.out, out)
     return EXIT_OK if result.passed else EXIT_BUDGET
+
+
+def _cmd_build(args: argparse.Namespace, out: Console) -> int:
+    planning = args.prune is None and args.quant is None
+    request = _request(
+        args,
+        targets=tuple(args.targets or ()),
+        prune=args.prune or 0.0,
+        quant=args.quant or "fp32",
+        plan_settings=_plan_settings(args) if planning else None,
+    )
+    return _run_build(args, out, request)
+
+
+def _cmd_plan(args: argparse.Namespace, out: Console) -> int:
+    request = _request(args, targets=tuple(args.targets or ()), plan_settings=_plan_settings(args), plan_only=True)
+    return _run_build(args, out, request)
+
+
+def _cmd_apply(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.planner.recipe import read_plan_yaml
+
+    recipe = read_plan_yaml(args.plan)
+    devices = tuple(args.devices or ([recipe.device] if recipe.device else ["host"]))
+    request = _request(
+        args,
+        devices=devices,
+        targets=(recipe.plan.target,),
+        quant=recipe.plan.scheme,
+        layer_keep_ratios=dict(recipe.plan.layer_keep_ratios),
+        expected_channels=recipe.channels,
+        importance=recipe.plan.importance,
+        round_to=recipe.plan.round_to,
+        seed=recipe.plan.seed,
+        finetune_epochs=recipe.finetune_epochs,
+    )
+    return _run_build(args, out, request)
+
+
+def _print_plan(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
+    for dev in summary["devices"]:
+        chosen = dev["planning"]["chosen"]
+        keep = ", ".join(f"{k} {v:g}" for k, v in chosen["keep"].items())
+        p = chosen["predicted"]
+        out.print(f"{dev['device']}: {chosen['target']} {chosen['scheme']}, keep {keep}; accuracy "
+                  f"{chosen['accuracy']:.2%}; predicted {p['latency_ms']:.4g} ms, {p['model_size_mb']:.3g} MB")
+        for r in dev["planning"]["rounds"]:
+            out.print(f"  round {r['round']}: {r['candidate']}: {r['action']}")
+        out.print(f"  plan: {out_dir / dev['dir'] / 'plan.yaml'}")
+    out.print(f"planning report: {out_dir / 'plan.json'}")
 
 
 def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
     from edgeprune._io import stdout_to_stderr
     from edgeprune._progress import Steps
     from edgeprune.cost.calibrate import DEFAULT_MINUTES, run_calibration
+    from edgeprune.errors import DeviceError
     from edgeprune.profiles import load_profile
+    from edgeprune.runners import get_runner
 
+    if args.on == "adb:all":
+        raise ConfigError("--on adb:all: calibration measures on one device; name it with --on adb:SERIAL "
+                          "(`edgeprune devices --connected` lists the serials)")
     profile = load_profile(args.device)
-    if not profile.is_host:
+    if args.on == "host" and not profile.is_host:
         raise ConfigError(
-            f"--device {args.device}: calibration times the suite on this machine, so it calibrates 'host' only; "
-            "a phone is calibrated by measuring on it"
+            f"--device {args.device}: without --on, calibration times the suite on this machine, so it calibrates "
+            "'host' only; measure on the device itself: --on adb:SERIAL (a phone) or --on ssh:user@host[:port] (a board)"
         )
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
     if minutes <= 0:
         raise ConfigError(f"--minutes {minutes} must be > 0")
-    with stdout_to_stderr(), Steps().step(f"Calibrating {profile.name} ({minutes:g} min budget)", total=1) as update:
+    runner = None
+    if args.on != "host":
+        try:
+            runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
+                                known_hosts=args.known_hosts, adb_port=args.adb_port)
+        except DeviceError as exc:
+            raise DeviceError(f"cannot calibrate on {args.on}: {exc}") from exc
+    where = "" if runner is None else f" on {runner.where}"
+    with stdout_to_stderr(), Steps().step(f"Calibrating {profile.name}{where} ({minutes:g} min budget)", total=1) as update:
         calibrated = run_calibration(profile, args.targets, minutes, args.out,
-                                     progress=lambda done, total: update(int(done), int(total)), resume=not args.no_resume)
-    out.print(f"wrote {args.out}: cost model {calibrated.cost_model.status if calibrated.cost_model else 'none'}; "
+                                     progress=lambda done, total: update(int(done), int(total)), resume=not args.no_resume,
+                                     runner=runner)
+    out.print(f"wrote {args.out}: cost model {calibrated.cost_model.status if calibrated.cost_model else 'none'}{where}; "
               f"use it with --device {args.out}")
     return EXIT_OK
 
@@ -398,8 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     out = Console()
-    handlers = {"devices": _cmd_devices, "build": _cmd_build, "validate": _cmd_validate, "runners": _cmd_runners,
-                "calibrate": _cmd_calibrate}
+    handlers = {"devices": _cmd_devices, "build": _cmd_build, "plan": _cmd_plan, "apply": _cmd_apply,
+                "validate": _cmd_validate, "runners": _cmd_runners, "calibrate": _cmd_calibrate}
     if args.command == "profile":
         handler = _cmd_profile_show if args.profile_command == "show" else _cmd_profile_draft
     else:

@@ -81,10 +81,15 @@ def _limit_check(name: str, unit: str, value: float | None, limit: float, on_dev
     return BudgetCheck(name, unit, value, limit, "pass" if value <= limit else "fail", note)
 
 
+def measured_on_device(profile: DeviceProfile, where: str) -> bool:
+    """Whether a figure measured at `where` ('host', 'adb:SERIAL', 'ssh:...') is one of `profile`'s device."""
+    return where == "host" if profile.is_host else where != "host"
+
+
 def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) -> Verdict:
     """One check per budget the profile sets. Only figures measured on `profile`'s own device can pass or fail."""
     budget = profile.budget
-    on_device = measurement.where == "host" if profile.is_host else measurement.where != "host"
+    on_device = measured_on_device(profile, measurement.where)
     elsewhere = "" if on_device else f"measured on {measurement.where}, not on {profile.name}; validate on the device"
     checks: list[BudgetCheck] = []
 

@@ -32,6 +32,8 @@ from edgeprune.export import ExportResult, get_exporter, missing_toolchain
 from edgeprune.judge import assess_quality, judge
 from edgeprune.modelspec import resolve_model
 from edgeprune.profiles import DeviceProfile, load_profile
+from edgeprune.autoplan import Planner, PlanSettings
+from edgeprune.planner.recipe import make_recipe, write_plan_yaml
 from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
 from edgeprune.runners import get_runner
@@ -70,6 +72,14 @@ class BuildRequest:
     identity_file: str | None = None
     known_hosts: str | None = None
     adb_port: int = 5037
+    plan_settings: PlanSettings | None = None
+    """Set: search for the plan that meets each device's budgets (prune/quant are then ignored)."""
+    layer_keep_ratios: dict[str, float] = field(default_factory=dict)
+    """A fixed plan's per-module keep ratios (from a plan.yaml replayed by `edgeprune apply`)."""
+    expected_channels: dict[str, tuple[int, int]] | None = None
+    """A replayed plan's recorded channel counts: the pruned model must have exactly these."""
+    plan_only: bool = False
+    """`edgeprune plan`: search and write plan.yaml per device and plan.json, no artifacts."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,8 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
     """Check every input before any work; returns the profiles, the targets per device and the skipped targets."""
     if request.quant not in SCHEMES:
         raise ConfigError(f"--quant {request.quant} is unknown; choose one of: {', '.join(SCHEMES)}")
+    if request.plan_settings is not None:
+        request.plan_settings.check()
     if not 0.0 <= request.prune < 1.0:
         raise ConfigError(f"--prune {request.prune} is out of range; give the fraction of channels to remove, in [0, 1)")
     if request.runs < 1 or request.warmup < 0:
@@ -126,9 +138,11 @@ def _select_targets(
     """Targets asked for must work on every device; by default each device gets every target it supports
     whose toolchain is installed and which can do the scheme (the others are reported as skipped)."""
     skipped: dict[str, str] = {}
+    schemes = request.plan_settings.schemes if request.plan_settings is not None else (request.quant,)
     if request.targets:
         for target in request.targets:
-            get_exporter(target).check_scheme(request.quant)
+            for scheme in schemes:
+                get_exporter(target).check_scheme(scheme)
             for prof in profiles:
                 if target not in prof.supported_targets:
                     raise ConfigError(
@@ -141,8 +155,8 @@ def _select_targets(
         missing = missing_toolchain(target)
         if missing is not None:
             skipped[target] = str(missing)
-        elif request.quant not in get_exporter(target).schemes:
-            skipped[target] = f"target '{target}' cannot do --quant {request.quant}"
+        elif not set(schemes) <= set(get_exporter(target).schemes):
+            skipped[target] = f"target '{target}' cannot do --quant {', '.join(schemes)}"
         else:
             usable.append(target)
     by_device = {}
@@ -165,19 +179,120 @@ def _recover(
     pruned: torch.nn.Module, spec: ModelSpec, dataset: Dataset, request: BuildRequest, steps: Steps
 ) -> RecoverySummary | None:
     """Distillation fine-tune of the pruned model when there is something to recover and labels to do it with."""
-    if request.prune == 0.0 or request.finetune_epochs == 0 or dataset.train_x is None or dataset.train_y is None:
+    pruning = request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values())
+    if not pruning or request.finetune_epochs == 0 or dataset.train_x is None or dataset.train_y is None:
         return None
     config = RecoveryConfig(epochs=request.finetune_epochs, seed=request.seed)
     with steps.step(f"Recovering accuracy ({config.epochs} epochs of distillation)", total=config.epochs) as update:
         return distill(pruned, spec.module, dataset.train_x, dataset.train_y, config, progress=update)
 
 
+@dataclass
+class _Assignment:
+    """What one device gets: a (pruned, recovered) model, its plan and the targets to export it to."""
+
+    model: torch.nn.Module
+    plan: Plan
+    targets: tuple[str, ...]
+    prune_summary: PruneSummary
+    recovery: RecoverySummary | None
+    planning: dict[str, Any] | None = None
+    measurement: Measurement | None = None
+    """The planner's last measurement of the chosen plan (timing only)."""
+
+
 def build(request: BuildRequest, steps: Steps | None = None) -> BuildResult:
-    """Prune, export, measure and judge one fixed plan for every requested device and target."""
+    """Build every requested device: a fixed plan (`prune`/`quant`), or the plan the planner finds for each
+    device's budgets (`plan_settings`)."""
     steps = steps or Steps(enabled=False)
     profiles, targets_by_device, skipped = _validate(request)
     with torch_threads(1):
         return _build(request, steps, profiles, targets_by_device, skipped)
+
+
+def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: Steps,
+                targets: tuple[str, ...]) -> tuple[torch.nn.Module, Plan, PruneSummary, RecoverySummary | None]:
+    plan = Plan(
+        target=targets[0],
+        scheme=request.quant,
+        keep_ratio=round(1.0 - request.prune, 6),
+        layer_keep_ratios=dict(request.layer_keep_ratios),
+        importance=request.importance,
+        round_to=request.round_to,
+        seed=request.seed,
+    )
+    label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
+    with steps.step(f"Pruning ({label})"):
+        pruned, summary = prune(spec.module, torch.zeros(spec.input_shape), as_tensor(dataset.calib_x), plan)
+    if request.expected_channels is not None and summary.channels != request.expected_channels:
+        diff = sorted(set(summary.channels.items()) ^ set(request.expected_channels.items()))
+        raise ConfigError(
+            f"the plan replays to a different architecture (first difference: module '{diff[0][0]}'); "
+            "was the plan made with other weights or another edgeprune version? Plan again with 'edgeprune plan'"
+        )
+    return pruned, plan, summary, _recover(pruned, spec, dataset, request, steps)
+
+
+class _Exports:
+    """Exports and measurements shared between devices and planning rounds, kept in the staging folder."""
+
+    def __init__(self, staging: Path, example: torch.Tensor, calib: torch.Tensor, dataset: Dataset, runner: Any,
+                 request: BuildRequest, steps: Steps):
+        self.staging, self.example, self.calib, self.dataset = staging, example, calib, dataset
+        self.runner, self.request, self.steps = runner, request, steps
+        self._exports: dict[tuple[int, str, str], tuple[ExportResult, np.ndarray]] = {}
+        self._measured: dict[tuple[int, str, str, int, bool], Measurement] = {}
+        self._keep: list[torch.nn.Module] = []  # the models the cache keys' ids refer to stay alive
+
+    def export(self, model: torch.nn.Module, plan: Plan) -> tuple[ExportResult, np.ndarray]:
+        key = (id(model), plan.target, plan.scheme)
+        if key not in self._exports:
+            self._keep.append(model)
+            with self.steps.step(f"Exporting {plan.target} ({plan.scheme})"):
+                path = self.staging / f"export-{len(self._exports)}{ARTIFACT_SUFFIX[plan.target]}"
+                result = get_exporter(plan.target).export(model, self.example, self.calib, plan, path)
+                self._exports[key] = (result, _outputs(result.reference, self.dataset.eval_x))
+        return self._exports[key]
+
+    def measure(self, model: torch.nn.Module, plan: Plan, threads: int, timing_only: bool = False) -> Measurement:
+        """The runner's measurement; `timing_only` feeds it a few inputs (planning rounds need latency only)."""
+        result, _ = self.export(model, plan)
+        key = (id(model), plan.target, plan.scheme, threads, timing_only)
+        if key not in self._measured:
+            inputs = self.dataset.eval_x[:4] if timing_only else self.dataset.eval_x
+            runs = self.request.runs
+            with self.steps.step(f"Measuring {plan.target} ({plan.scheme}) on {self.runner.where} "
+                                 f"({threads} threads, {runs} runs)"):
+                self._measured[key] = self.runner.measure(
+                    result.artifact, inputs, warmup=self.request.warmup, runs=runs, threads=threads
+                )
+        return self._measured[key]
+
+
+def _threads(prof: DeviceProfile, runner: Any) -> int:
+    threads = prof.default_threads
+    if runner.where == "host":
+        threads = min(threads, os.cpu_count() or 1)
+    return threads
+
+
+def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: Steps, profiles: list[DeviceProfile],
+             targets_by_device: dict[str, tuple[str, ...]], exports: _Exports) -> dict[str, _Assignment]:
+    """Plan every device (one Planner, so the sensitivity analysis and fine-tuned models are shared)."""
+    assert request.plan_settings is not None
+    planner = Planner(spec, dataset, request.plan_settings, steps)
+    out = {}
+    for prof in profiles:
+        threads = _threads(prof, exports.runner)
+
+        def measure(plan: Plan, model: torch.nn.Module) -> Measurement:
+            return exports.measure(model, plan, threads, timing_only=True)
+
+        chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where)
+        plan = chosen.plan
+        out[prof.name] = _Assignment(chosen.tuned.model, plan, (plan.target,), chosen.tuned.summary,
+                                     chosen.tuned.recovery, chosen.report(), chosen.measurement)
+    return out
 
 
 def _build(
@@ -199,77 +314,62 @@ def _build(
     example = torch.zeros(spec.input_shape)
     calib = as_tensor(dataset.calib_x)
     dense_outputs = _outputs(spec.module, dataset.eval_x)
-    base_plan = Plan(
-        target=targets[0],
-        scheme=request.quant,
-        keep_ratio=round(1.0 - request.prune, 6),
-        importance=request.importance,
-        round_to=request.round_to,
-        seed=request.seed,
-    )
-    with steps.step(f"Pruning (keep {base_plan.keep_ratio:.0%} of channels)"):
-        pruned, prune_summary = prune(spec.module, example, calib, base_plan)
-    recovery = _recover(pruned, spec, dataset, request, steps)
+    runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
+                        known_hosts=request.known_hosts, adb_port=request.adb_port)
 
     request.out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=request.out, prefix=".staging-"))
     try:
-        exports: dict[str, ExportResult] = {}
-        references: dict[str, np.ndarray] = {}
-        for target in targets:
-            with steps.step(f"Exporting {target} ({request.quant})"):
-                plan = Plan(**{**base_plan.to_dict(), "target": target})
-                path = staging / f"export{ARTIFACT_SUFFIX[target]}"
-                exports[target] = get_exporter(target).export(pruned, example, calib, plan, path)
-                references[target] = _outputs(exports[target].reference, dataset.eval_x)
+        exports = _Exports(staging, example, calib, dataset, runner, request, steps)
+        if request.plan_settings is None:
+            pruned, plan, summary, recovery = _fixed_plan(request, spec, dataset, steps, targets)
+            assignments = {p.name: _Assignment(pruned, plan, targets_by_device[p.name], summary, recovery)
+                           for p in profiles}
+        else:
+            assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports)
+        if request.plan_only:
+            return _write_plans(request, spec, dataset, profiles, assignments, staging, skipped)
 
-        runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
-                            known_hosts=request.known_hosts, adb_port=request.adb_port)
-        measured: dict[tuple[str, int], Measurement] = {}
         device_reports: dict[str, list[ArtifactReport]] = {}
         for prof in profiles:
-            threads = prof.default_threads
-            if runner.where == "host":
-                threads = min(threads, os.cpu_count() or 1)
+            job = assignments[prof.name]
+            threads = _threads(prof, runner)
             reports = []
-            for target in targets_by_device[prof.name]:
-                result = exports[target]
-                key = (target, threads)
-                if key not in measured:
-                    with steps.step(f"Measuring {target} on {runner.where} ({threads} threads, {request.runs} runs)"):
-                        measured[key] = runner.measure(
-                            result.artifact, dataset.eval_x, warmup=request.warmup, runs=request.runs, threads=threads
-                        )
-                measurement = measured[key]
-                quality = assess_quality(
-                    request.quant, measurement.outputs, references[target], dense_outputs, dataset.eval_y
-                )
+            for target in job.targets:
+                plan = Plan(**{**job.plan.to_dict(), "target": target})
+                result, reference = exports.export(job.model, plan)
+                measurement = exports.measure(job.model, plan, threads)
+                quality = assess_quality(plan.scheme, measurement.outputs, reference, dense_outputs, dataset.eval_y)
                 if not quality.parity_passed:
                     raise ParityError(
-                        f"target '{target}' scheme '{request.quant}': runtime outputs disagree with the PyTorch model "
+                        f"target '{target}' scheme '{plan.scheme}': runtime outputs disagree with the PyTorch model "
                         f"({quality.parity_metric} {quality.parity_value:.6g}, limit {quality.parity_limit:.6g})"
                     )
                 file = f"model{ARTIFACT_SUFFIX[target]}"
-                predicted = predict(prof, pruned, example, target, request.quant, prof.default_threads).to_dict()
+                predicted = predict(prof, job.model, example, target, plan.scheme, prof.default_threads).to_dict()
                 verdict = judge(prof, measurement, quality)
                 reports.append(ArtifactReport(target, file, result, measurement, quality, verdict, predicted))
             device_reports[prof.name] = reports
 
         device_summaries = []
         for prof in profiles:
-            reports = device_reports[prof.name]
+            job, reports = assignments[prof.name], device_reports[prof.name]
             device_dir = staging / prof.name
             device_dir.mkdir()
             for rep in reports:
                 shutil.copyfile(rep.export.artifact.path, device_dir / rep.file)
-            manifest = _manifest(prof, spec, dataset, prune_summary, recovery, reports)
+            manifest = _manifest(prof, spec, dataset, job.prune_summary, job.recovery, reports)
             atomic_write_json(device_dir / "manifest.json", manifest)
+            if job.planning is not None:
+                write_plan_yaml(device_dir / "plan.yaml", _recipe(spec, prof, job, reports[0].measurement))
             device_summaries.append(
                 {
                     "device": prof.name,
                     "dir": prof.name,
                     "passed": manifest["passed"],
                     "unverified": sorted({c.name for r in reports for c in r.verdict.checks if c.status == "unverified"}),
+                    "plan": job.plan.to_dict(),
+                    "planning": job.planning,
                     "artifacts": [_artifact_summary(r) for r in reports],
                 }
             )
@@ -282,6 +382,7 @@ def _build(
         shutil.rmtree(staging, ignore_errors=True)
 
     passed = all(d["passed"] for d in device_summaries)
+    first = assignments[profiles[0].name]
     summary = {
         "schema_version": BUILD_SCHEMA_VERSION,
         "edgeprune_version": edgeprune.__version__,
@@ -289,10 +390,11 @@ def _build(
         "command": sys.argv,
         "model": _model_block(spec),
         "data": dataset.summary(),
-        "plan": base_plan.to_dict() | {"targets": list(targets)},
+        "mode": "fixed plan" if request.plan_settings is None else "planned for the budgets",
+        "plan": first.plan.to_dict() | {"targets": list(targets)},
         "skipped_targets": skipped,
-        "pruning": prune_summary.to_dict(),
-        "recovery": recovery.to_dict() if recovery else None,
+        "pruning": first.prune_summary.to_dict(),
+        "recovery": first.recovery.to_dict() if first.recovery else None,
         "versions": _versions(),
         "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
         "devices": device_summaries,
@@ -300,6 +402,47 @@ def _build(
     }
     atomic_write_json(request.out / "build.json", summary)
     return BuildResult(summary=summary, passed=passed)
+
+
+def _recipe(spec: ModelSpec, prof: DeviceProfile, job: _Assignment, measured: Measurement | None) -> dict[str, Any]:
+    return make_recipe(
+        model=_model_block(spec), device=prof.name, plan=job.plan, channels=job.prune_summary.channels,
+        recovery=job.recovery.to_dict() if job.recovery else None,
+        predicted=(job.planning or {}).get("chosen", {}).get("predicted"),
+        measured=None if measured is None else {
+            "latency_p50_ms": measured.latency_p50_ms, "latency_p90_ms": measured.latency_p90_ms,
+            "size_bytes": measured.size_bytes, "peak_memory_mb": measured.peak_memory_mb, "where": measured.where,
+        },
+    )
+
+
+def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profiles: list[DeviceProfile],
+                 assignments: dict[str, _Assignment], staging: Path, skipped: dict[str, str]) -> BuildResult:
+    """`edgeprune plan`: each device's plan.yaml moved into place whole, and plan.json beside them."""
+    devices = []
+    for prof in profiles:
+        job = assignments[prof.name]
+        device_dir = staging / prof.name
+        device_dir.mkdir()
+        write_plan_yaml(device_dir / "plan.yaml", _recipe(spec, prof, job, job.measurement))
+        devices.append({"device": prof.name, "dir": prof.name, "plan": job.plan.to_dict(), "planning": job.planning})
+        final = request.out / prof.name
+        final.mkdir(exist_ok=True)
+        os.replace(device_dir / "plan.yaml", final / "plan.yaml")
+    summary = {
+        "schema_version": BUILD_SCHEMA_VERSION,
+        "edgeprune_version": edgeprune.__version__,
+        "created_utc": _now(),
+        "command": sys.argv,
+        "model": _model_block(spec),
+        "data": dataset.summary(),
+        "skipped_targets": skipped,
+        "versions": _versions(),
+        "devices": devices,
+        "passed": True,
+    }
+    atomic_write_json(request.out / "plan.json", summary)
+    return BuildResult(summary=summary, passed=True)
 
 
 def _now() -> str:

@@ -3,11 +3,15 @@
 plan -> check -> execute: the dependency graph groups coupled channels (residual adds, depthwise convs,
 BatchNorm), an importance criterion ranks them, and channel counts are rounded to multiples of `round_to`.
 The classifier's outputs are never pruned. BatchNorm statistics are re-estimated on calibration data.
+
+Multi-head attention (nn.MultiheadAttention) is pruned alike in every head. Models with attention torch-pruning
+cannot follow (windowed / relative-position attention: Swin, MaxViT) are pruned in their MLP hidden layers only.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -40,6 +44,57 @@ def _output_layers(model: nn.Module) -> list[nn.Module]:
         if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
             last = module
     return [last] if last is not None else []
+
+
+_PASS_THROUGH = (nn.GELU, nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, nn.Mish, nn.Dropout, nn.Identity)
+
+
+def _custom_attention(model: nn.Module) -> tuple[str, str] | None:
+    """(name, class) of the first attention module other than nn.MultiheadAttention, which torch-pruning models.
+
+    Windowed / relative-position attention (Swin, MaxViT) reshapes and rolls its tokens in ways torch-pruning
+    cannot map channels through: enumerating its groups exhausts memory (over 20 GB for swin_t).
+    """
+    for name, module in model.named_modules():
+        if "Attention" in type(module).__name__ and not isinstance(module, nn.MultiheadAttention):
+            return name, type(module).__name__
+    return None
+
+
+def _mlp_hidden_layers(model: nn.Module) -> set[nn.Module]:
+    """First Linear of each MLP block (Linear -> activation / dropout -> Linear inside one nn.Sequential):
+    its output channels are private to the block, so pruning them touches nothing else."""
+    hidden = set()
+    for seq in model.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        layers = list(seq)
+        for i, first in enumerate(layers):
+            if not isinstance(first, nn.Linear):
+                continue
+            j = i + 1
+            while j < len(layers) and isinstance(layers[j], _PASS_THROUGH):
+                j += 1
+            if j < len(layers) and isinstance(layers[j], nn.Linear) and layers[j].in_features == first.out_features:
+                hidden.add(first)
+    return hidden
+
+
+def _ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers whose output channels stay: the classifier; with attention torch-pruning cannot follow, every layer
+    but the MLP hidden layers (the residual stream and the attention projections keep their width)."""
+    ignored = _output_layers(model)
+    attention = _custom_attention(model)
+    if attention is None:
+        return ignored
+    hidden = _mlp_hidden_layers(model) - set(ignored)
+    if not hidden:
+        raise UnsupportedModelError(
+            f"pruning: torch-pruning cannot follow attention module '{attention[0]}' ({attention[1]}) and the model "
+            "has no MLP blocks to prune instead; export it unpruned (keep ratio 1.0)"
+        )
+    layers = (nn.Linear, nn.modules.conv._ConvNd)
+    return ignored + [m for m in model.modules() if isinstance(m, layers) and m not in hidden and m not in ignored]
 
 
 def _attention_heads(model: nn.Module) -> dict[nn.Module, int]:
@@ -100,7 +155,7 @@ def prune(
         raise ConfigError(f"round_to {plan.round_to} must be a positive channel count")
     model = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example_input)
-    widths_before = _widths(model)
+    widths_before = layer_widths(model)
     by_name = dict(model.named_modules())
     unknown = sorted(set(plan.layer_keep_ratios) - set(by_name))
     if unknown:
@@ -118,19 +173,26 @@ def prune(
                     importance=IMPORTANCE[plan.importance](),
                     pruning_ratio=1.0 - plan.keep_ratio,
                     pruning_ratio_dict=ratio_dict or None,
-                    ignored_layers=_output_layers(model),
+                    ignored_layers=_ignored_layers(model),
                     round_to=plan.round_to,
                     num_heads=_attention_heads(model),
                 )
                 pruner.step()
             _sync_cached_widths(model)
+        except UnsupportedModelError:
+            raise
         except Exception as exc:  # torch-pruning's tracer meets something it cannot follow
             raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+        try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
+            with torch.no_grad():
+                model(example_input)
+        except Exception as exc:
+            raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
         batches = recalibrate_bn(model, calibration)
         model.eval()
 
     macs_after, params_after = count_macs_params(model, example_input)
-    widths_after = _widths(model)
+    widths_after = layer_widths(model)
     changed = {n: (widths_before[n], w) for n, w in widths_after.items() if widths_before.get(n) != w}
     summary = PruneSummary(
         keep_ratio=plan.keep_ratio,
@@ -146,7 +208,7 @@ def prune(
     return model, summary
 
 
-def _prune_failure(model: nn.Module, exc: BaseException) -> str:
+def _prune_failure(model: nn.Module, exc: BaseException, after: bool = False) -> str:
     """One line naming the module at which torch-pruning failed while it traced or pruned `model`.
 
     The module is the innermost one whose code (or whose torch-pruning graph node) was being handled when `exc`
@@ -164,7 +226,7 @@ def _prune_failure(model: nn.Module, exc: BaseException) -> str:
             where, op = names[id(owner)], None
         # torch-pruning's graph code holds the node it works on in a local named `node` / `reshape_node` / ...
         graph_node = next(
-            (v for k, v in local.items() if k.endswith("node") and hasattr(v, "grad_fn") and hasattr(v, "inputs")),
+            (v for k, v in local.items() if k.endswith("node") and type(v).__module__.startswith("torch_pruning")),
             None,
         )
         if graph_node is not None and (found := _nearest_module(graph_node, names)) is not None:
@@ -180,9 +242,8 @@ def _prune_failure(model: nn.Module, exc: BaseException) -> str:
             place = f" at the {op} op after module '{where[0]}' ({where[1]})"
         else:
             place = f" at module '{where[0]}' ({where[1]})" if where[0] else f" at the model's forward ({where[1]})"
-    return (
-        f"pruning: torch-pruning cannot prune this model{place}: {reason}; export it unpruned (keep ratio 1.0)"
-    )
+    what = "the pruned model fails" if after else "torch-pruning cannot prune this model"
+    return f"pruning: {what}{place}: {reason}; export it unpruned (keep ratio 1.0)"
 
 
 def _nearest_module(node, names: dict[int, tuple[str, str]], limit: int = 64) -> tuple[str, str] | None:
@@ -200,7 +261,7 @@ def _nearest_module(node, names: dict[int, tuple[str, str]], limit: int = 64) ->
     return None
 
 
-def _widths(model: nn.Module) -> dict[str, int]:
+def layer_widths(model: nn.Module) -> dict[str, int]:
     widths = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd):
@@ -212,3 +273,62 @@ def _widths(model: nn.Module) -> dict[str, int]:
 
 def as_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Channels torch-pruning removes together, named by the layer whose outputs they are (the group's root).
+
+    `macs` are the multiply-accumulates of every conv / linear layer the group touches, in the dense model;
+    `order` is the root's position in the forward pass.
+    """
+
+    root: str
+    channels: int
+    macs: int
+    order: int
+
+
+def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:
+    """The prunable channel groups of `model` in forward order (the classifier's outputs excluded).
+
+    A group's keep ratio is set through `Plan.layer_keep_ratios[group.root]`.
+    """
+    model = copy.deepcopy(model).eval()
+    names = {m: n for n, m in model.named_modules()}
+    layers = (nn.Linear, nn.modules.conv._ConvNd)
+    order: dict[nn.Module, int] = {}
+    macs: dict[nn.Module, int] = {}
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        order.setdefault(module, len(order))
+        if isinstance(module, nn.modules.conv._ConvNd):
+            per_out = (module.in_channels // module.groups) * int(np.prod(module.kernel_size))
+        else:
+            per_out = module.in_features
+        macs[module] = int(output.numel()) * per_out
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    try:
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+            groups = list(graph.get_all_groups(ignored_layers=_ignored_layers(model), root_module_types=list(layers)))
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch-pruning's tracer meets something it cannot follow
+        raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+    found = []
+    for group in groups:
+        root = group[0].dep.target.module
+        if root not in names or root not in order:
+            continue
+        touched = {dep.target.module for dep, _ in group if isinstance(dep.target.module, layers)}
+        channels = root.out_channels if isinstance(root, nn.modules.conv._ConvNd) else root.out_features
+        found.append(ChannelGroup(names[root], int(channels), sum(macs.get(m, 0) for m in touched), order[root]))
+    return sorted(found, key=lambda g: g.order)

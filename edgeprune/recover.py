@@ -66,20 +66,22 @@ def distill(
     )
     t = config.temperature
     loss_value = float("nan")
-    for epoch in range(config.epochs):
-        student.train()
-        order = torch.randperm(len(x_all), generator=generator)
-        for step in range(steps_per_epoch):
-            idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-            logits = student(x_all[idx])
-            kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher_logits[idx] / t, dim=1), reduction="batchmean")
-            loss = config.alpha * t * t * kd + (1.0 - config.alpha) * F.cross_entropy(logits, y_all[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_value = loss.item()
-        if progress is not None:
-            progress(epoch + 1, config.epochs)
+    with torch.random.fork_rng():  # dropout draws from the global generator: seed it, without leaking the seed
+        torch.manual_seed(config.seed)
+        for epoch in range(config.epochs):
+            student.train()
+            order = torch.randperm(len(x_all), generator=generator)
+            for step in range(steps_per_epoch):
+                idx = order[step * config.batch_size : (step + 1) * config.batch_size]
+                logits = student(x_all[idx])
+                kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher_logits[idx] / t, dim=1), reduction="batchmean")
+                loss = config.alpha * t * t * kd + (1.0 - config.alpha) * F.cross_entropy(logits, y_all[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_value = loss.item()
+            if progress is not None:
+                progress(epoch + 1, config.epochs)
     student.eval()
     return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value)

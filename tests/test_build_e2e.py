@@ -151,7 +151,8 @@ def test_fleet_fp32_build_never_passes_a_phone_budget_on_a_host_measurement(tmp_
 
 def test_a_missed_budget_exits_3_and_says_which(tmp_path, capsys, digits_model):
     out = tmp_path / "dist"
-    code, summary = build(capsys, out, "--model", "examples:digits", "--latency-ms", "0.0001", "--target", "executorch")
+    code, summary = build(capsys, out, "--model", "examples:digits", "--latency-ms", "0.0001", "--target", "executorch",
+                          "--prune", "0", "--quant", "fp32")  # a fixed plan: built, then judged
     assert code == 3 and summary["passed"] is False
     checks = summary["devices"][0]["artifacts"][0]["checks"]
     assert checks["latency"] == "fail"

@@ -17,7 +17,8 @@ What it does, in order:
 
 1. Reads the measurement table beside `out_path` (`my-host.calibration.jsonl`); with `resume=True` every record
    measured earlier in the same place with the same suite version, thread count and runtime versions is kept, and
-   only networks not yet measured are timed (an interruption loses at most the networks still waiting for their later rounds).
+   only networks not yet measured are timed (an interruption loses at most the networks still waiting for their
+   later rounds).
 2. Noise check: exports the suite's reference network once and times it in `noise.rounds` rounds spread over the
    run (three at the start, more between networks, one at the end). If the fastest half of the rounds disagree by
    more than `max_spread_pct`, it stops with `CalibrationNoiseError` stating the spread, and writes no profile (the
@@ -186,7 +187,7 @@ def run_calibration(
     else:
         threads = int(threads or profile.default_threads)
         timer = RunnerTimer(runner, threads)
-    timer.preflight()  # an unreachable device fails here, before anything is exported or written
+    timer.preflight(profile)  # an unreachable device fails here, before anything is exported or written
     table_path = _table.table_path_for(out_path)
     existing = _table.read_table(table_path)
     if not resume and existing:
@@ -330,6 +331,12 @@ def run_calibration(
     # Records of a resumed run whose runtime versions turned out to differ (a target first timed in this run) are
     # not mixed into the fit.
     kept = [r for r in kept if _same_setup(r, suite["suite_version"], threads, versions, where)]
+    if not kept:
+        raise ConfigError(
+            f"the {minutes:g}-minute budget ran out before any suite network was measured on {where} (the noise "
+            f"check alone took {time.perf_counter() - start:.0f} s); no profile was written (measurements kept in "
+            f"{table_path.name}); give it more time with --minutes"
+        )
     feedback = [r for r in _table.read_table(_table.feedback_path(profile.name))
                 if r.get("threads") == threads and r.get("where") == where
                 and _versions_match(r.get("runtime_versions"), versions)]
@@ -394,8 +401,8 @@ class _Timer:
     method: str | None = None
     """The cost model's `method` when it differs from the fit's own description (None: keep the fit's)."""
 
-    def preflight(self) -> None:
-        """Check that the machine is there, before anything is exported."""
+    def preflight(self, profile: DeviceProfile) -> None:
+        """Check that the machine is there (and is the device `profile` describes), before anything is exported."""
 
     def round(self, artifact: Artifact, x: torch.Tensor, warmup: int, runs: int) -> TimedRound:
         raise NotImplementedError
@@ -464,17 +471,27 @@ class RunnerTimer(_Timer):
         self._runners: list[str] = []
         self._machine = ""
         self.method = (f"roofline of the profile's CPU description, with per-group multipliers and per-inference "
-                       f"overhead fitted on whole-model p50 latencies of the calibration suite measured on {self.where} "
-                       "(edgeprune.cost.fit; no per-operator timings from a remote runner)")
+                       f"overhead fitted on whole-model p50 latencies of the calibration suite measured on "
+                       f"{self.where} (edgeprune.cost.fit; no per-operator timings from a remote runner)")
 
-    def preflight(self) -> None:
+    def preflight(self, profile: DeviceProfile) -> None:
+        """adb: the device is attached (else `DeviceError` naming the serial), and is not, by its model name,
+        another built-in profile's phone. ssh: the first measurement connects (with ssh's own ConnectTimeout) and
+        names the board if it fails."""
         if not self.where.startswith("adb:"):
-            return  # ssh: the first measurement connects (ssh's own ConnectTimeout), and names the board if it fails
+            return
+        from edgeprune.profiles import builtin_profiles
         from edgeprune.runners.adb import read_device
 
         runner: Any = self.runner
         info = read_device(runner.serial, runner.adb_host, runner.adb_port, timeout_s=min(runner.timeout_s, 30.0))
         self._machine = _machine_text(info.to_dict())
+        other = info.matched_profile
+        if info.match_kind == "model" and other and other != profile.name and profile.name in builtin_profiles():
+            raise ConfigError(
+                f"device {runner.serial} is a {info.display_name} (profile '{other}'), not a '{profile.name}': its "
+                f"timings would calibrate the wrong phone; use --device {other}, or a profile YAML of your own"
+            )
 
     def round(self, artifact: Artifact, x: torch.Tensor, warmup: int, runs: int) -> TimedRound:
         m = self.runner.measure(artifact, x.numpy().astype(np.float32), warmup=warmup, runs=runs, threads=self.threads)

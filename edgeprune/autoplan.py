@@ -1,0 +1,512 @@
+"""Budget-driven planning: find the most accurate plan that meets a device's budgets (or the fastest one within an
+accuracy drop), wiring the planner's search to pruning, recovery, the cost model and measurements.
+
+Fidelity tiers, cheapest first:
+
+1. cost: every candidate the search visits is pruned (no recalibration) and its kernels traced once; the cost
+   model predicts each (target, scheme) from that trace, corrected by what was measured on the device so far;
+2. proxy accuracy: a per-bucket sensitivity analysis (each stage pruned alone, BatchNorm recalibrated, scored on an
+   eval subset), shared by every device of a fleet;
+3. real accuracy: the best few candidates are pruned, fine-tuned with distillation (`recover.py`) and evaluated;
+   fine-tuned models are cached by architecture, so devices and schemes share them;
+4. measurement: the chosen plan is exported and measured on the device's runner (when one can measure it). A miss
+   is fed back into the correction and the plan re-chosen, at most `max_rounds` times.
+
+Only `pipeline.py` calls this module; it hands in a `measure` callable that exports and measures a candidate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from edgeprune._progress import Steps
+from edgeprune.cost.features import lower, trace
+from edgeprune.cost.model import predict_features
+from edgeprune.errors import BudgetInfeasibleError, ConfigError
+from edgeprune.judge import measured_on_device
+from edgeprune.planner import pareto_front
+from edgeprune.planner.search import Costs, Limits, Visit, greedy, optuna_search
+from edgeprune.planner.sensitivity import Sensitivity, analyse
+from edgeprune.planner.space import Candidate, SearchSpace, make_buckets
+from edgeprune.profiles import DeviceProfile
+from edgeprune.prune import as_tensor, channel_groups, prune
+from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
+from edgeprune.types import Dataset, Measurement, ModelSpec, Plan, PruneSummary
+
+SCHEME_PREFERENCE = ("fp32", "fp16", "int8-dynamic", "int8")
+"""At equal estimated accuracy, the scheme that loses least to rounding wins."""
+STRATEGIES = ("greedy", "optuna")
+OBJECTIVES = ("accuracy", "latency")
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """How the search runs (`edgeprune plan` / budget-driven `edgeprune build` options)."""
+
+    schemes: tuple[str, ...] = ("fp32", "int8")
+    strategy: str = "greedy"
+    objective: str = "accuracy"
+    """'accuracy': the most accurate plan within every budget; 'latency': the fastest within max_accuracy_drop_pct."""
+    time_budget_s: float | None = None
+    finetune_epochs: int = 10
+    top_k: int = 3
+    """Candidates fine-tuned and evaluated per device before one is chosen."""
+    margin: float = 0.05
+    """Predicted costs must stay this share under each budget (room for measurement noise)."""
+    max_rounds: int = 3
+    sensitivity_samples: int = 512
+    optuna_trials: int = 150
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy {self.strategy} is unknown; choose one of: {', '.join(STRATEGIES)}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--minimize/objective {self.objective} is unknown; choose one of: {', '.join(OBJECTIVES)}")
+        bad = [s for s in self.schemes if s not in SCHEME_PREFERENCE]
+        if bad or not self.schemes:
+            raise ConfigError(f"--schemes {','.join(self.schemes)}: choose from {', '.join(SCHEME_PREFERENCE)}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"--time-budget {self.time_budget_s} must be a positive number of seconds")
+        if not 1 <= self.max_rounds <= 10 or self.top_k < 1 or not 0 <= self.margin < 0.5:
+            raise ConfigError("plan settings out of range: 1 <= max_rounds <= 10, top_k >= 1, 0 <= margin < 0.5")
+
+
+MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
+"""Exports `model` with the plan's target and scheme and measures it on the device's runner."""
+
+
+class Correction:
+    """Maps the cost model's prediction to what the device measured, per (target, scheme), from the plans measured
+    so far: linear between measured points, proportional to the nearest one outside them."""
+
+    def __init__(self) -> None:
+        self.points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+
+    def add(self, pair: tuple[str, str], metric: str, predicted: float, measured: float) -> None:
+        if predicted > 0 and measured > 0 and math.isfinite(measured):
+            self.points.setdefault((*pair, metric), []).append((predicted, measured))
+
+    def apply(self, pair: tuple[str, str], metric: str, predicted: float) -> float:
+        pts = sorted(self.points.get((*pair, metric), []))
+        if not pts:
+            return predicted
+        if predicted <= pts[0][0]:
+            return predicted * pts[0][1] / pts[0][0]
+        if predicted >= pts[-1][0]:
+            return predicted * pts[-1][1] / pts[-1][0]
+        xs, ys = zip(*pts)
+        return float(np.interp(predicted, xs, ys))
+
+    def measured(self) -> bool:
+        return bool(self.points)
+
+
+@dataclass
+class Tuned:
+    """A pruned, fine-tuned model and its accuracy on the whole eval set (tier 3)."""
+
+    model: torch.nn.Module
+    accuracy: float
+    summary: PruneSummary
+    recovery: RecoverySummary | None
+
+
+@dataclass
+class RoundReport:
+    round: int
+    candidate: str
+    predicted: dict[str, float]
+    measured: dict[str, float | None]
+    met: bool
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class DevicePlan:
+    """The plan chosen for one device, with how it was found."""
+
+    device: str
+    candidate: Candidate
+    space: SearchSpace
+    tuned: Tuned
+    costs: Costs
+    rounds: list[RoundReport]
+    front: list[dict[str, Any]]
+    visited: int
+    finetuned: list[dict[str, Any]]
+    seconds: float
+    measurement: Measurement | None = None
+
+    @property
+    def plan(self):
+        return self.space.to_plan(self.candidate)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "chosen": _candidate_dict(self.candidate, self.space) | {
+                "accuracy": self.tuned.accuracy, "predicted": _costs_dict(self.costs)},
+            "buckets": {b.name: list(b.roots) for b in self.space.buckets},
+            "rounds": [r.to_dict() for r in self.rounds],
+            "finetuned": self.finetuned,
+            "pareto_front": self.front,
+            "visited": self.visited,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _candidate_dict(c: Candidate, space: SearchSpace) -> dict[str, Any]:
+    return {"target": c.target, "scheme": c.scheme, "keep": {b.name: k for b, k in zip(space.buckets, c.keep)}}
+
+
+def _costs_dict(c: Costs) -> dict[str, float]:
+    return {k: round(v, 5) for k, v in c.__dict__.items()}
+
+
+def limits_of(profile: DeviceProfile) -> Limits:
+    b = profile.budget
+    return Limits(b.latency_ms, b.model_size_mb, b.peak_memory_mb, profile.energy_limit_mj)
+
+
+class Planner:
+    """Plans for one model and data set; shared by every device of a fleet (sensitivity, traces and fine-tuned
+    models are computed once)."""
+
+    def __init__(self, spec: ModelSpec, dataset: Dataset, settings: PlanSettings, steps: Steps | None = None):
+        settings.check()
+        self.spec = spec
+        self.dataset = dataset
+        self.settings = settings
+        self.steps = steps or Steps(enabled=False)
+        self.example = torch.zeros(spec.input_shape)
+        self.calib = as_tensor(dataset.calib_x)
+        self.buckets = make_buckets(channel_groups(spec.module, self.example))
+        dense_eval = _predict_classes(spec.module, dataset.eval_x)
+        self.eval_y = dataset.eval_y if dataset.eval_y is not None else dense_eval
+        self.dense_accuracy = float((dense_eval == self.eval_y).mean())
+        n = min(settings.sensitivity_samples, len(dataset.eval_x))
+        self._subset = np.random.default_rng(settings.seed).permutation(len(dataset.eval_x))[:n]
+        self._nodes: dict[tuple[float, ...], list] = {}
+        self._tuned: dict[tuple[float, ...], Tuned] = {}
+        self._sensitivity: Sensitivity | None = None
+
+    # ------------------------------------------------------------------------------------------ tiers 1-3
+    def space(self, targets: Sequence[str], schemes: Sequence[str], threads: int) -> SearchSpace:
+        return SearchSpace(self.buckets, tuple(schemes), tuple(targets), threads=threads, seed=self.settings.seed)
+
+    def _pruned(self, space: SearchSpace, keep: tuple[float, ...], recalibrate: bool) -> tuple[torch.nn.Module, PruneSummary]:
+        """`keep` applied to the dense model (BatchNorm re-estimated when `recalibrate`); the dense model itself for
+        a keep of 1.0 everywhere."""
+        calib = self.calib if recalibrate else self.calib[:0]
+        plan = space.to_plan(Candidate(keep, space.schemes[0], space.targets[0]))
+        model, summary = prune(self.spec.module, self.example, calib, plan)
+        return (self.spec.module if not plan.layer_keep_ratios else model), summary
+
+    def sensitivity(self, space: SearchSpace) -> Sensitivity:
+        if self._sensitivity is None:
+            x, y = self.dataset.eval_x[self._subset], self.eval_y[self._subset]
+
+            def accuracy_of(keep: tuple[float, ...]) -> float:
+                return float((_predict_classes(self._pruned(space, keep, recalibrate=True)[0], x) == y).mean())
+
+            total = len(self.buckets) * 3
+            with self.steps.step(f"Sensitivity of {len(self.buckets)} stages on {len(x)} samples", total=total) as up:
+                self._sensitivity = analyse(space, accuracy_of, progress=up)
+        return self._sensitivity
+
+    def predicted(self, profile: DeviceProfile, space: SearchSpace, cand: Candidate):
+        nodes = self._nodes.get(cand.keep)
+        if nodes is None:
+            nodes = self._nodes[cand.keep] = trace(self._pruned(space, cand.keep, recalibrate=False)[0], self.example)
+        features = lower(nodes, tuple(self.example.shape), cand.target, cand.scheme)
+        return predict_features(profile, features, space.threads)
+
+    def tuned(self, space: SearchSpace, keep: tuple[float, ...]) -> Tuned:
+        if keep not in self._tuned:
+            model, summary = self._pruned(space, keep, recalibrate=True)
+            recovery = None
+            if model is not self.spec.module and self.settings.finetune_epochs > 0:
+                x, y, alpha = self.dataset.train_x, self.dataset.train_y, 0.7
+                if x is None or y is None:  # no labelled train split: distil from the dense model on the calibration split
+                    x, y, alpha = self.dataset.calib_x, _predict_classes(self.spec.module, self.dataset.calib_x), 1.0
+                config = RecoveryConfig(epochs=self.settings.finetune_epochs, alpha=alpha, seed=self.settings.seed)
+                recovery = distill(model, self.spec.module, x, y, config)
+            acc = float((_predict_classes(model, self.dataset.eval_x) == self.eval_y).mean())
+            self._tuned[keep] = Tuned(model, acc, summary, recovery)
+        return self._tuned[keep]
+
+    # ------------------------------------------------------------------------------------------ one device
+    def plan_device(
+        self, profile: DeviceProfile, targets: Sequence[str], measure: MeasureFn | None, where: str
+    ) -> DevicePlan:
+        """Search, fine-tune the best candidates and close the loop on the device; raises BudgetInfeasibleError
+        (exit 3) saying which budget binds when no plan meets the budgets."""
+        start = time.perf_counter()
+        s = self.settings
+        space = self.space(targets, s.schemes, profile.default_threads)
+        limits = limits_of(profile)
+        correction = Correction()
+        percentile = profile.budget.latency_percentile
+        counts = measure is not None and measured_on_device(profile, where)
+
+        def costs(c: Candidate) -> Costs:
+            p = self.predicted(profile, space, c)
+            pair = (c.target, c.scheme)
+            latency = correction.apply(pair, "latency", p.latency_p50_ms)
+            return Costs(
+                latency_ms=latency,
+                model_size_mb=correction.apply(pair, "size", p.model_size_mb),
+                peak_memory_mb=correction.apply(pair, "memory", p.peak_memory_mb),
+                energy_mj=p.energy_mj * latency / max(p.latency_p50_ms, 1e-9),
+            )
+
+        def learn(c: Candidate, m: Measurement) -> dict[str, float | None]:
+            p = self.predicted(profile, space, c)
+            pair = (c.target, c.scheme)
+            latency = m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
+            correction.add(pair, "latency", p.latency_p50_ms, latency)
+            correction.add(pair, "size", p.model_size_mb, m.size_bytes / 1e6)
+            if m.peak_memory_mb is not None:
+                correction.add(pair, "memory", p.peak_memory_mb, m.peak_memory_mb)
+            return {"latency_ms": latency, "model_size_mb": m.size_bytes / 1e6, "peak_memory_mb": m.peak_memory_mb}
+
+        rounds: list[RoundReport] = []
+        finetuned: list[dict[str, Any]] = []
+        anchored: set[tuple[str, str]] = set()
+
+        def anchor(target: str, scheme: str) -> dict[str, float | None]:
+            dense = space.dense(scheme, target)
+            anchored.add((target, scheme))
+            with self.steps.step(f"Measuring the unpruned model ({target}, {scheme}) on {where}"):
+                return learn(dense, measure(space.to_plan(dense), self.spec.module))
+
+        if s.objective == "accuracy":  # the unpruned model at the most faithful scheme, if it fits, is the answer
+            scheme = min(space.schemes, key=SCHEME_PREFERENCE.index)
+            for target in space.targets:
+                dense = space.dense(scheme, target)
+                got = anchor(target, scheme) if counts else {}
+                fits = _met(limits, got, headroom=s.margin / 2) if counts else limits.met(costs(dense), s.margin)
+                if fits:
+                    tuned = self.tuned(space, dense.keep)
+                    action = ("the unpruned model meets every budget: nothing to prune" if counts else
+                              f"predicted to meet every budget (not measured: {where} is not {profile.name})")
+                    rounds.append(RoundReport(1, dense.label(), _costs_dict(costs(dense)), got, counts, action))
+                    return DevicePlan(profile.name, dense, space, tuned, costs(dense), rounds, [], 1, [],
+                                      time.perf_counter() - start, None)
+
+        if counts:  # anchor the cost model on this device: the unpruned model, once per (target, scheme)
+            for target in space.targets:
+                for scheme in space.schemes:
+                    if (target, scheme) not in anchored:
+                        anchor(target, scheme)
+
+        sens = self.sensitivity(space)
+
+        def proxy(c: Candidate) -> float:
+            return sens.proxy_accuracy(c.keep)
+
+        accepted: tuple[Candidate, Costs, Tuned, Measurement | None] | None = None
+        probed: set[Candidate] = set()
+        for round_no in range(1, s.max_rounds + 1):
+            visits = self._search(space, costs, proxy, limits)
+            feasible = [v for v in visits if limits.met(costs(v.candidate), s.margin)]
+            if not feasible:
+                if accepted is not None:
+                    break
+                probe = min(visits, key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
+                if not counts or round_no == s.max_rounds or probe.candidate in probed:
+                    raise BudgetInfeasibleError(self._infeasible(profile, space, visits, costs, limits))
+                # predicted out of reach: measure the closest plan before believing it (the prediction may be off)
+                probed.add(probe.candidate)
+                model = self._pruned(space, probe.candidate.keep, recalibrate=False)[0]  # timing needs no weights
+                with self.steps.step(f"Round {round_no}: measuring the closest plan {probe.candidate.label()}"):
+                    got = learn(probe.candidate, measure(space.to_plan(probe.candidate), model))
+                rounds.append(RoundReport(round_no, probe.candidate.label(), _costs_dict(probe.costs), got,
+                                          _met(limits, got), "predicted over budget: measured the closest plan, "
+                                          "fed back into the correction, re-planning"))
+                continue
+            cand, tuned = self._choose(space, feasible, costs, profile, finetuned)
+            predicted = costs(cand)
+            if not counts:
+                accepted = (cand, predicted, tuned, None)
+                rounds.append(RoundReport(round_no, cand.label(), _costs_dict(predicted), {}, False,
+                                          f"not measured: measurements on {where} do not count for {profile.name}"))
+                break
+            if accepted is not None and cand == accepted[0]:
+                break  # the re-plan came back to the plan already measured within budget
+            with self.steps.step(f"Round {round_no}: measuring {cand.label()} on {where}"):
+                measurement = measure(space.to_plan(cand), tuned.model)
+            got = learn(cand, measurement)
+            met = _met(limits, got, headroom=s.margin / 2)
+            denser = met and s.objective == "accuracy" and self._loose(limits, got, s.margin)
+            if met:
+                accepted = (cand, predicted, tuned, measurement)
+            action = ("met with room to spare: re-planning for a denser plan" if denser and round_no < s.max_rounds
+                      else "accepted" if met else "budget missed: fed back into the correction, re-planning")
+            rounds.append(RoundReport(round_no, cand.label(), _costs_dict(predicted), got, met, action))
+            if met and not denser:
+                break
+        if accepted is None:
+            last = rounds[-1]
+            raise BudgetInfeasibleError(
+                f"device '{profile.name}': after {len(rounds)} measured rounds no plan met the budget "
+                f"(last: {last.candidate} measured {_fmt(last.measured)}); loosen the budget"
+            )
+        cand, predicted, tuned, measured = accepted
+        drop = 100.0 * (self.dense_accuracy - tuned.accuracy)
+        max_drop = profile.budget.max_accuracy_drop_pct
+        if max_drop is not None and drop > max_drop + 1e-9 and self.dataset.labelled:
+            raise BudgetInfeasibleError(
+                f"device '{profile.name}': the accuracy budget binds: at {predicted.latency_ms:.4g} ms "
+                f"({cand.label()}) the best accuracy drop is {drop:.2f} points > {max_drop:g} allowed; "
+                "loosen the latency/size budgets or allow a larger accuracy drop"
+            )
+        front = self._front(space, visits, costs, proxy)
+        return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
+                          time.perf_counter() - start, measured)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
+        s = self.settings
+        if s.strategy == "optuna":
+            pairs = [(t, sc) for t in space.targets for sc in space.schemes]
+            return optuna_search(space, pairs, costs, proxy, limits, s.margin, s.optuna_trials, s.time_budget_s, s.seed)
+        visits: list[Visit] = []
+        deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
+        for target in space.targets:
+            for scheme in space.schemes:
+                if deadline is not None and time.monotonic() > deadline and visits:
+                    break
+                visits += greedy(space, space.dense(scheme, target), costs, proxy, limits, s.margin)
+        return visits
+
+    def _choose(self, space, feasible: list[Visit], costs, profile: DeviceProfile,
+                finetuned: list[dict[str, Any]]) -> tuple[Candidate, Tuned]:
+        """Tier 3 on the best feasible candidates: the most accurate after fine-tuning (objective 'accuracy'), or
+        the fastest within the accuracy budget (objective 'latency')."""
+        rank = {sc: i for i, sc in enumerate(SCHEME_PREFERENCE)}
+        best_per_arch: dict[tuple[float, ...], Visit] = {}
+        for v in feasible:
+            old = best_per_arch.get(v.candidate.keep)
+            key = (rank[v.candidate.scheme], costs(v.candidate).latency_ms)
+            if old is None or key < (rank[old.candidate.scheme], costs(old.candidate).latency_ms):
+                best_per_arch[v.candidate.keep] = v
+        options = list(best_per_arch.values())
+        if self.settings.objective == "latency":
+            options.sort(key=lambda v: costs(v.candidate).latency_ms)
+            max_drop = profile.budget.max_accuracy_drop_pct
+            return self._fastest_within(space, options, max_drop, finetuned)
+        options.sort(key=lambda v: (-v.proxy_accuracy, rank[v.candidate.scheme], costs(v.candidate).latency_ms))
+        scored = []
+        for v in options[: self.settings.top_k]:
+            tuned = self._tune_logged(space, v, finetuned)
+            scored.append((tuned.accuracy, -rank[v.candidate.scheme], -costs(v.candidate).latency_ms, v, tuned))
+        best = max(scored, key=lambda t: t[:3])
+        return best[3].candidate, best[4]
+
+    def _fastest_within(self, space, options: list[Visit], max_drop: float | None,
+                        finetuned: list[dict[str, Any]]) -> tuple[Candidate, Tuned]:
+        """Bisection over the candidates sorted by latency (accuracy falls roughly monotonically with latency):
+        the fastest whose fine-tuned accuracy drop is within `max_drop`."""
+        if max_drop is None:
+            raise ConfigError("--minimize latency needs an accuracy budget: give --max-accuracy-drop")
+        lo, hi = 0, len(options) - 1  # find the smallest index that is within the drop
+        found: tuple[Candidate, Tuned] | None = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            tuned = self._tune_logged(space, options[mid], finetuned)
+            if 100.0 * (self.dense_accuracy - tuned.accuracy) <= max_drop:
+                found = (options[mid].candidate, tuned)
+                hi = mid - 1
+            else:
+                lo = mid + 1
+        if found is None:
+            slowest = options[-1]
+            tuned = self._tune_logged(space, slowest, finetuned)
+            return slowest.candidate, tuned  # the accuracy check after the loop reports the binding budget
+        return found
+
+    def _tune_logged(self, space: SearchSpace, v: Visit, finetuned: list[dict[str, Any]]) -> Tuned:
+        fresh = v.candidate.keep not in self._tuned
+        label = f"Fine-tuning {v.candidate.label()} ({self.settings.finetune_epochs} epochs)"
+        with self.steps.step(label) if fresh else nullcontext():
+            tuned = self.tuned(space, v.candidate.keep)
+        entry = _candidate_dict(v.candidate, space) | {"proxy_accuracy": round(v.proxy_accuracy, 4),
+                                                       "accuracy": tuned.accuracy,
+                                                       "params": tuned.summary.params_after}
+        if entry not in finetuned:
+            finetuned.append(entry)
+        return tuned
+
+    @staticmethod
+    def _loose(limits: Limits, got: dict[str, float | None], margin: float) -> bool:
+        latency = got.get("latency_ms")
+        return limits.latency_ms is not None and latency is not None and latency < limits.latency_ms * (1 - 3 * margin)
+
+    def _front(self, space, visits: list[Visit], costs, proxy) -> list[dict[str, Any]]:
+        points = [(v.candidate, costs(v.candidate), proxy(v.candidate)) for v in visits]
+        unique = list({(c.keep, c.target, c.scheme): (c, k, a) for c, k, a in points}.values())
+        front = pareto_front(unique, accuracy=lambda p: p[2], latency_ms=lambda p: p[1].latency_ms)
+        out = []
+        for c, k, a in front:
+            entry = _candidate_dict(c, space) | {"proxy_accuracy": round(a, 4), "predicted": _costs_dict(k)}
+            if c.keep in self._tuned:
+                entry["accuracy"] = self._tuned[c.keep].accuracy
+            out.append(entry)
+        return out
+
+    def _infeasible(self, profile: DeviceProfile, space, visits: list[Visit], costs, limits: Limits) -> str:
+        """Which budget binds and by how much at best, with the closest plan."""
+        parts = []
+        for name, unit in (("latency_ms", "ms"), ("model_size_mb", "MB"), ("peak_memory_mb", "MB"), ("energy_mj", "mJ")):
+            limit = getattr(limits, name)
+            if limit is None:
+                continue
+            best = min(visits, key=lambda v: getattr(costs(v.candidate), name))
+            value = getattr(costs(best.candidate), name)
+            if value > limit * (1 - self.settings.margin):
+                parts.append(f"best {name.rsplit('_', 1)[0].replace('_', ' ')} {value:.4g} {unit} > {limit:g} {unit} "
+                             f"budget ({best.candidate.label()})")
+        closest = min(visits, key=lambda v: limits.excess(costs(v.candidate), self.settings.margin))
+        why = "; ".join(parts) or "no single plan meets every budget at once"
+        return (f"device '{profile.name}': no plan meets the budget: {why}; closest plan {closest.candidate.label()} "
+                f"at {_costs_text(costs(closest.candidate))}; loosen the budget or choose a faster target/scheme")
+
+
+def _met(limits: Limits, got: dict[str, float | None], headroom: float = 0.0) -> bool:
+    """Whether measured figures meet the budgets; the latency with `headroom` to spare (the build measures again,
+    and a plan accepted at 99% of its budget would then miss it half the time)."""
+    for name in ("latency_ms", "model_size_mb", "peak_memory_mb"):
+        limit, value = getattr(limits, name), got.get(name)
+        if name == "latency_ms" and limit is not None:
+            limit *= 1.0 - headroom
+        if limit is not None and value is not None and value > limit:
+            return False
+    return True
+
+
+def _fmt(got: dict[str, float | None]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in got.items() if v is not None)
+
+
+def _costs_text(c: Costs) -> str:
+    return (f"{c.latency_ms:.4g} ms, {c.model_size_mb:.4g} MB, {c.peak_memory_mb:.4g} MB peak, "
+            f"{c.energy_mj:.4g} mJ (predicted)")
+
+
+def _predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(as_tensor(x[i : i + batch_size])).argmax(1).numpy()
+                               for i in range(0, len(x), batch_size)])

@@ -1,0 +1,212 @@
+"""The planner: search-space pieces on their own, then budget-driven builds of the digits example end to end
+(real pruning, fine-tuning, ExecuTorch export and host measurement), plan.yaml replay and the bad-input cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from edgeprune.autoplan import Correction
+from edgeprune.cli import main
+from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
+from edgeprune.planner.search import Costs, Limits, greedy
+from edgeprune.planner.sensitivity import Sensitivity
+from edgeprune.prune import ChannelGroup, channel_groups, prune
+
+
+def _groups(macs: list[int]) -> list[ChannelGroup]:
+    return [ChannelGroup(f"layer{i}", 32, m, i) for i, m in enumerate(macs)]
+
+
+def test_buckets_are_contiguous_cover_every_group_and_balance_macs():
+    groups = _groups([10, 10, 10, 10, 40, 10, 10, 50, 5, 5])
+    buckets = make_buckets(groups, max_buckets=4)
+    assert len(buckets) == 4
+    roots = [r for b in buckets for r in b.roots]
+    assert roots == [g.root for g in groups]  # in forward order, each once
+    assert max(b.macs for b in buckets) <= 60
+    assert make_buckets(_groups([5, 5]), max_buckets=6) and len(make_buckets(_groups([5, 5]))) == 2
+
+
+def test_digits_groups_and_plan_round_trip_through_prune(digits_model):
+    example = torch.zeros(1, 1, 8, 8)
+    groups = channel_groups(digits_model, example)
+    assert len(groups) >= 6 and all(g.channels > 0 for g in groups)
+    space = SearchSpace(make_buckets(groups), ("int8",), ("executorch",))
+    cand = Candidate(tuple(0.5 if i == 0 else 1.0 for i in range(len(space.buckets))), "int8", "executorch")
+    plan = space.to_plan(cand)
+    assert set(plan.layer_keep_ratios) == set(space.buckets[0].roots)
+    _, summary = prune(digits_model, example, torch.zeros(0, 1, 8, 8), plan)
+    changed = {name.rsplit(".", 1)[0] for name in summary.channels}
+    assert summary.macs_after < summary.macs_before
+    assert any(root.rsplit(".", 1)[0] in changed for root in space.buckets[0].roots)
+    assert space.step_down(Candidate((0.25,) * len(space.buckets), "int8", "executorch"), 0) is None
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(0.9, 10.0), (0.95, 12.0), (0.85, 11.0), (0.99, 20.0), (0.9, 9.0)]
+    front = pareto_front(pts, accuracy=lambda p: p[0], latency_ms=lambda p: p[1])
+    assert front == [(0.9, 9.0), (0.95, 12.0), (0.99, 20.0)]
+
+
+def test_correction_interpolates_between_measured_plans():
+    c = Correction()
+    pair = ("executorch", "int8")
+    assert c.apply(pair, "latency", 2.0) == 2.0  # nothing measured: the prediction
+    c.add(pair, "latency", 4.0, 2.0)
+    assert c.apply(pair, "latency", 2.0) == pytest.approx(1.0)  # proportional to the one point
+    c.add(pair, "latency", 1.0, 0.8)
+    assert c.apply(pair, "latency", 2.5) == pytest.approx(1.4)  # linear between (1, 0.8) and (4, 2)
+    assert c.apply(pair, "latency", 0.5) == pytest.approx(0.4)
+    assert c.apply(("onnx", "int8"), "latency", 3.0) == 3.0  # other pairs untouched
+
+
+def test_greedy_prunes_the_cheap_stage_first_and_stops_past_the_budget():
+    space = SearchSpace(make_buckets(_groups([100, 100]), max_buckets=2), ("fp32",), ("executorch",))
+    # stage 0 costs little accuracy per ms saved; stage 1 is sensitive
+    sens = Sensitivity(1.0, (0.75, 0.5, 0.25), ((0.99, 0.98, 0.97), (0.8, 0.6, 0.4)))
+
+    def costs(c: Candidate) -> Costs:
+        latency = 5.0 * c.keep[0] + 5.0 * c.keep[1]
+        return Costs(latency, latency, latency, latency)
+
+    path = greedy(space, space.dense("fp32", "executorch"), costs, lambda c: sens.proxy_accuracy(c.keep),
+                  Limits(latency_ms=7.0), extra_steps=1)
+    keeps = [v.candidate.keep for v in path]
+    assert keeps[0] == (1.0, 1.0)
+    assert all(k[1] == 1.0 for k in keeps[:4])  # the insensitive stage goes first
+    met = [v for v in path if v.costs.latency_ms <= 7.0]
+    assert met and path[-1] is not met[0]  # one step past the first plan within budget (a fallback)
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+
+def _json_run(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, (json.loads(captured.out) if captured.out.strip() else None), captured.err
+
+
+@pytest.fixture(scope="module")
+def dense_latency_ms(tmp_path_factory, digits_model):
+    """The unpruned digits model's p50 on this machine, measured as `build` measures it."""
+    out = tmp_path_factory.mktemp("dense") / "dist"
+    code = main(["build", "--model", "examples:digits", "--device", "host", "--target", "executorch", "--prune", "0",
+                 "--quant", "fp32", "--out", str(out), "--quiet", "--runs", "100", "--warmup", "10"])
+    assert code == 0
+    manifest = json.loads((out / "host" / "manifest.json").read_text())
+    return manifest["artifacts"][0]["measured"]["latency_p50_ms"]
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory, dense_latency_ms):
+    """The issue's acceptance command: digits on host with a latency budget at half the dense latency."""
+    out = tmp_path_factory.mktemp("planned") / "dist"
+    budget = round(dense_latency_ms / 2, 5)
+    code = main(["build", "--model", "examples:digits", "--device", "host", "--target", "executorch",
+                 "--latency-ms", str(budget), "--out", str(out), "--quiet", "--runs", "100", "--warmup", "10"])
+    return code, out, budget
+
+
+def test_budget_driven_build_meets_half_the_dense_latency(planned):
+    code, out, budget = planned
+    assert code == 0
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["mode"] == "planned for the budgets"
+    device = summary["devices"][0]
+    planning = device["planning"]
+    assert planning["pareto_front"], "the Pareto front is in build.json"
+    assert 1 <= len(planning["rounds"]) <= 3
+    accepted = [r for r in planning["rounds"] if r["met"]]
+    assert accepted and all(r["measured"]["latency_ms"] is not None for r in planning["rounds"])
+    manifest = json.loads((out / "host" / "manifest.json").read_text())
+    art = manifest["artifacts"][0]
+    checks = {c["name"]: c for c in art["verdict"]["checks"]}
+    assert checks["latency"]["status"] == "pass" and checks["latency"]["value"] <= budget
+    assert manifest["pruning"]["macs_after"] < manifest["pruning"]["macs_before"]
+    drop = art["quality"]["accuracy_drop_pct"]
+    assert drop is not None and drop <= 2.0  # host's accuracy budget
+    assert (out / "host" / "plan.yaml").is_file()
+
+
+def test_apply_replays_the_plan_to_the_same_architecture(planned, tmp_path, capsys):
+    _, out, _ = planned
+    code, summary, err = _json_run(capsys, "apply", str(out / "host" / "plan.yaml"), "--model", "examples:digits",
+                                   "--out", str(tmp_path / "dist"), "--runs", "5", "--warmup", "1", "--json")
+    assert code in (0, 3), err
+    original = json.loads((out / "host" / "manifest.json").read_text())
+    replayed = json.loads((tmp_path / "dist" / "host" / "manifest.json").read_text())
+    assert replayed["pruning"]["channels"] == original["pruning"]["channels"]
+    assert replayed["pruning"]["params_after"] == original["pruning"]["params_after"]
+    # same seed, data and settings: the same fine-tuned weights, so the same eval accuracy through the runtime
+    assert replayed["artifacts"][0]["quality"]["artifact_accuracy"] == original["artifacts"][0]["quality"]["artifact_accuracy"]
+
+
+def test_apply_refuses_a_plan_for_another_model(planned, tmp_path, capsys, user_models):
+    _, out, _ = planned
+    code, _, err = _json_run(capsys, "apply", str(out / "host" / "plan.yaml"), "--model", f"{user_models}:tiny",
+                             "--out", str(tmp_path / "dist"), "--quiet")
+    assert code == 2
+    assert "module 'blocks." in err and err.count("\n") == 1
+    assert not (tmp_path / "dist" / "host").exists()
+
+
+def test_apply_refuses_a_newer_or_broken_plan(planned, tmp_path, capsys):
+    _, out, _ = planned
+    data = yaml.safe_load((out / "host" / "plan.yaml").read_text())
+    data["schema_version"] = 99
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(yaml.safe_dump(data))
+    code, _, err = _json_run(capsys, "apply", str(newer), "--model", "examples:digits", "--out", str(tmp_path / "d"))
+    assert code == 2 and "schema_version 99" in err and "upgrade edgeprune" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("schema_version: 1\nplan: [1, 2]\n")
+    code, _, err = _json_run(capsys, "apply", str(broken), "--model", "examples:digits", "--out", str(tmp_path / "d"))
+    assert code == 2 and "not an edgeprune plan.yaml" in err
+
+
+def test_unreachable_budget_exits_3_naming_the_binding_budget(tmp_path, capsys, digits_model):
+    # pixel-8 measured on host is not measured on the device: the plan stands on predictions alone (fast)
+    code, _, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8", "--target",
+                             "executorch", "--latency-ms", "0.0001", "--out", str(tmp_path / "plans"), "--quiet")
+    assert code == 3
+    assert "best latency" in err and "> 0.0001 ms budget" in err and "closest plan" in err
+    assert not (tmp_path / "plans" / "pixel-8").exists()
+
+
+def test_plan_writes_plan_yaml_and_the_front_without_artifacts(tmp_path, capsys, digits_model):
+    code, summary, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8",
+                                   "--target", "executorch", "--size-mb", "0.1", "--out", str(tmp_path / "p"), "--json")
+    assert code == 0, err
+    planning = summary["devices"][0]["planning"]
+    assert planning["chosen"]["predicted"]["model_size_mb"] <= 0.1
+    assert planning["rounds"][0]["action"].startswith("not measured")
+    assert (tmp_path / "p" / "pixel-8" / "plan.yaml").is_file()
+    assert not list((tmp_path / "p").rglob("*.pte"))
+    assert json.loads((tmp_path / "p" / "plan.json").read_text())["devices"][0]["device"] == "pixel-8"
+
+
+def test_minimize_latency_needs_labelled_data_and_bad_strategy_is_refused(tmp_path, capsys, user_models):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plan", "--model", "examples:digits", "--strategy", "annealing", "--out", str(tmp_path / "p")])
+    assert exit_info.value.code == 2 and "annealing" in capsys.readouterr().err
+    code, _, err = _json_run(capsys, "plan", "--model", "examples:digits", "--schemes", "int4",
+                             "--out", str(tmp_path / "p"))
+    assert code == 2 and "int4" in err
+    code, _, err = _json_run(capsys, "plan", "--model", f"{user_models}:tiny", "--minimize", "latency",
+                             "--max-accuracy-drop", "1", "--out", str(tmp_path / "p"))
+    assert code == 2 and "labelled eval data" in err
+
+
+def test_optuna_strategy_finds_a_plan_within_the_predicted_budget(tmp_path, capsys, digits_model):
+    code, summary, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8", "--target",
+                                   "executorch", "--strategy", "optuna", "--size-mb", "0.12", "--finetune-epochs", "2",
+                                   "--out", str(tmp_path / "p"), "--json")
+    assert code == 0, err
+    chosen = summary["devices"][0]["planning"]["chosen"]
+    assert chosen["predicted"]["model_size_mb"] <= 0.12 * 0.95
+    assert any(k < 1.0 for k in chosen["keep"].values())
