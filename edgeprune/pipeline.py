@@ -383,13 +383,7 @@ def _build(
 
     passed = all(d["passed"] for d in device_summaries)
     first = assignments[profiles[0].name]
-    summary = {
-        "schema_version": BUILD_SCHEMA_VERSION,
-        "edgeprune_version": edgeprune.__version__,
-        "created_utc": _now(),
-        "command": sys.argv,
-        "model": _model_block(spec),
-        "data": dataset.summary(),
+    summary = _run_header(spec, dataset) | {
         "mode": "fixed plan" if request.plan_settings is None else "planned for the budgets",
         "plan": first.plan.to_dict() | {"targets": list(targets)},
         "skipped_targets": skipped,
@@ -429,13 +423,7 @@ def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
         final = request.out / prof.name
         final.mkdir(exist_ok=True)
         os.replace(device_dir / "plan.yaml", final / "plan.yaml")
-    summary = {
-        "schema_version": BUILD_SCHEMA_VERSION,
-        "edgeprune_version": edgeprune.__version__,
-        "created_utc": _now(),
-        "command": sys.argv,
-        "model": _model_block(spec),
-        "data": dataset.summary(),
+    summary = _run_header(spec, dataset) | {
         "skipped_targets": skipped,
         "versions": _versions(),
         "devices": devices,
@@ -443,6 +431,18 @@ def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
     }
     atomic_write_json(request.out / "plan.json", summary)
     return BuildResult(summary=summary, passed=True)
+
+
+def _run_header(spec: ModelSpec, dataset: Dataset) -> dict[str, Any]:
+    """The first keys of build.json and plan.json: what ran, on which model and data."""
+    return {
+        "schema_version": BUILD_SCHEMA_VERSION,
+        "edgeprune_version": edgeprune.__version__,
+        "created_utc": _now(),
+        "command": sys.argv,
+        "model": _model_block(spec),
+        "data": dataset.summary(),
+    }
 
 
 def _now() -> str:
