@@ -85,7 +85,9 @@ MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
 
 class Correction:
     """Maps the cost model's prediction to what the device measured, per (target, scheme), from the plans measured
-    so far: linear between measured points, proportional to the nearest one outside them."""
+    so far: linear between measured points, proportional to the nearest one outside them. The points are first
+    made monotonic (pool-adjacent-violators): a smaller prediction never maps to a larger latency, so one noisy
+    measurement (a pruned plan timed slower than the dense one) cannot make every pruned plan look slower."""
 
     def __init__(self) -> None:
         self.points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
@@ -95,7 +97,7 @@ class Correction:
             self.points.setdefault((*pair, metric), []).append((predicted, measured))
 
     def apply(self, pair: tuple[str, str], metric: str, predicted: float) -> float:
-        pts = sorted(self.points.get((*pair, metric), []))
+        pts = _monotonic(sorted(self.points.get((*pair, metric), [])))
         if not pts:
             return predicted
         if predicted <= pts[0][0]:
@@ -107,6 +109,18 @@ class Correction:
 
     def measured(self) -> bool:
         return bool(self.points)
+
+
+def _monotonic(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Pool adjacent violators: merge neighbouring points (averaging both coordinates) until the measured values
+    rise with the predicted ones."""
+    blocks: list[list[float]] = []  # [sum predicted, sum measured, count]
+    for x, y in points:
+        blocks.append([x, y, 1.0])
+        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] > blocks[-1][1] / blocks[-1][2]:
+            last = blocks.pop()
+            blocks[-1] = [a + b for a, b in zip(blocks[-1], last)]
+    return [(sx / n, sy / n) for sx, sy, n in blocks]
 
 
 @dataclass

@@ -62,6 +62,11 @@ def test_correction_interpolates_between_measured_plans():
     assert c.apply(pair, "latency", 2.5) == pytest.approx(1.4)  # linear between (1, 0.8) and (4, 2)
     assert c.apply(pair, "latency", 0.5) == pytest.approx(0.4)
     assert c.apply(("onnx", "int8"), "latency", 3.0) == 3.0  # other pairs untouched
+    noisy = Correction()  # a pruned plan (predicted 1) timed slower than the dense one (predicted 4): pooled
+    noisy.add(pair, "latency", 4.0, 2.0)
+    noisy.add(pair, "latency", 1.0, 3.0)
+    assert noisy.apply(pair, "latency", 2.5) == pytest.approx(2.5)
+    assert noisy.apply(pair, "latency", 1.0) <= noisy.apply(pair, "latency", 4.0)
 
 
 def test_greedy_prunes_the_cheap_stage_first_and_stops_past_the_budget():

@@ -1,0 +1,285 @@
+"""Planner benchmark (issue 5): budget compliance, accuracy against a uniform-pruning baseline, speed-up, search time.
+
+For each model: measure the dense fp32 ExecuTorch latency on host, then plan for a sweep of latency budgets from 90%
+down to 25% of it (host profile, executorch target, schemes fp32+int8, greedy), export the chosen plan and measure
+it independently (eval set, p50 over --runs). The baseline, side by side in the same run: torch-pruning with one
+uniform keep ratio (grid 1.0 .. 0.25 by 0.05), int8 static, the same fine-tune epochs; for each budget the most
+accurate uniform model whose measured p50 fits. Also: planning one phone vs a fleet of five (predicted only).
+
+    python bench/planner.py --models digits,mnist1d,mobilenet_v2 --budgets 10 --out bench-planner.json
+
+Models: examples:digits; a 1-D CNN on MNIST-1D (mnist1d's make_dataset, generated locally); torchvision
+mobilenet_v2(num_classes=10) trained briefly on the digits upscaled to 64x64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeprune._deps import package_version
+from edgeprune._io import native_stderr_silenced
+from edgeprune._torch import torch_threads
+from edgeprune.cost import predict
+from edgeprune.autoplan import Planner, PlanSettings
+from edgeprune.data import load_data
+from edgeprune.errors import BudgetInfeasibleError
+from edgeprune.export import get_exporter
+from edgeprune.modelspec import resolve_model
+from edgeprune.profiles import host_profile, load_profile
+from edgeprune.prune import as_tensor, prune
+from edgeprune.recover import RecoveryConfig, distill
+from edgeprune.runners.host import HostRunner
+from edgeprune.types import Dataset, ModelSpec, Plan
+
+FLEET = ("pixel-8", "pixel-7a", "galaxy-a54", "galaxy-a14", "raspberry-pi-5")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ models and data
+
+
+def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    xt, yt = as_tensor(x), torch.from_numpy(y.astype(np.int64))
+    steps = max(1, len(xt) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt))
+        for i in range(steps):
+            idx = order[i * 64 : (i + 1) * 64]
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+class CNN1D(nn.Module):
+    """A small 1-D CNN for MNIST-1D (40 samples per sequence)."""
+
+    def __init__(self, width: int = 64, classes: int = 10):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv1d(cin, cout, 5, stride, 2, bias=False), nn.BatchNorm1d(cout), nn.ReLU())
+
+        self.features = nn.Sequential(block(1, width, 1), block(width, width, 2), block(width, 2 * width, 1),
+                                      block(2 * width, 2 * width, 2), block(2 * width, 4 * width, 1))
+        self.head = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(-1))
+
+
+def _model(name: str, work: Path) -> tuple[ModelSpec, Dataset]:
+    if name == "digits":
+        spec = resolve_model("examples:digits")
+        return spec, load_data("examples:digits", spec.input_shape)
+    if name == "mnist1d":
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        npz = work / "mnist1d.npz"
+        if not npz.exists():
+            args = get_dataset_args()
+            d = make_dataset(args)
+            x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32)[:, None, :]
+            np.savez(npz, x=x, y=np.concatenate([d["y"], d["y_test"]]).astype(np.int64))
+        shape = (1, 1, 40)
+        data = load_data(str(npz), shape)
+        weights = work / "mnist1d-cnn.pt"
+        model = CNN1D()
+        if weights.exists():
+            model.load_state_dict(torch.load(weights, weights_only=True))
+        else:
+            _train(model, data.train_x, data.train_y, epochs=30, lr=3e-3)
+            torch.save(model.state_dict(), weights)
+        return ModelSpec("bench:mnist1d-cnn", "mnist1d-cnn", model.eval(), shape, "mnist1d make_dataset, raw"), data
+    if name == "mobilenet_v2":
+        import torchvision
+
+        npz = work / "digits64.npz"
+        if not npz.exists():
+            from sklearn.datasets import load_digits
+
+            d = load_digits()
+            x = torch.from_numpy((d.images / 16.0).astype(np.float32))[:, None]
+            x = nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+            np.savez(npz, x=x.numpy(), y=d.target.astype(np.int64))
+        shape = (1, 3, 64, 64)
+        data = load_data(str(npz), shape)
+        weights = work / "mobilenet_v2-digits64.pt"
+        model = torchvision.models.mobilenet_v2(num_classes=10)
+        if weights.exists():
+            model.load_state_dict(torch.load(weights, weights_only=True))
+        else:
+            _train(model, data.train_x, data.train_y, epochs=8, lr=2e-3)
+            torch.save(model.state_dict(), weights)
+        return ModelSpec("bench:mobilenet_v2", "mobilenet_v2", model.eval(), shape, "digits upscaled to 64x64"), data
+    raise SystemExit(f"unknown model {name}")
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+class Bench:
+    def __init__(self, spec: ModelSpec, data: Dataset, runs: int, tmp: Path):
+        self.spec, self.data, self.runs, self.tmp = spec, data, runs, tmp
+        self.example = torch.zeros(spec.input_shape)
+        self.calib = as_tensor(data.calib_x)
+        self.threads = host_profile().default_threads
+        self._timed: dict[tuple[int, str, str], Any] = {}
+        self._alive: list[nn.Module] = []
+
+    def measure(self, model: nn.Module, plan: Plan, inputs: np.ndarray) -> Any:
+        key = (id(model), plan.scheme, str(len(inputs)))
+        if key not in self._timed:
+            self._alive.append(model)
+            path = self.tmp / f"m{len(self._timed)}.pte"
+            with native_stderr_silenced():
+                result = get_exporter(plan.target).export(model, self.example, self.calib, plan, path)
+                self._timed[key] = HostRunner().measure(result.artifact, inputs, warmup=10, runs=self.runs,
+                                                        threads=self.threads)
+        return self._timed[key]
+
+    def final(self, model: nn.Module, plan: Plan) -> tuple[float, float]:
+        """(p50 ms, eval accuracy through the runtime) of an independent export and measurement."""
+        m = self.measure(model, plan, self.data.eval_x)
+        acc = float((m.outputs.reshape(len(m.outputs), -1).argmax(1) == self.data.eval_y).mean())
+        return m.latency_p50_ms, acc
+
+
+def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> dict[str, Any]:
+    spec, data = _model(name, work)
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
+        bench = Bench(spec, data, runs, Path(tmp))
+        dense_ms, dense_acc = bench.final(spec.module, Plan(target="executorch", scheme="fp32"))
+        _log(f"{name}: dense fp32 p50 {dense_ms:.4f} ms, accuracy {dense_acc:.4f}")
+
+        planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
+        rows = []
+        for frac in np.linspace(0.9, 0.25, budgets):
+            budget = float(dense_ms * frac)
+            profile = host_profile().with_budget(latency_ms=budget)
+            start = time.perf_counter()
+            tuned_before = set(planner._tuned)
+            try:
+                chosen = planner.plan_device(profile, ("executorch",),
+                                             lambda plan, model: bench.measure(model, plan, data.eval_x[:4]), "host")
+            except BudgetInfeasibleError as exc:
+                rows.append({"budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "infeasible",
+                             "reason": str(exc)[:300], "search_s": round(time.perf_counter() - start, 1)})
+                _log(f"{name} {frac:.2f}: infeasible")
+                continue
+            wall = time.perf_counter() - start
+            tune_s = sum(planner._tuned[k].recovery.seconds for k in set(planner._tuned) - tuned_before
+                         if planner._tuned[k].recovery is not None)
+            p50, acc = bench.final(chosen.tuned.model, chosen.plan)
+            rows.append({
+                "budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "planned",
+                "plan": chosen.candidate.label(), "rounds": len(chosen.rounds),
+                "measured_p50_ms": p50, "within_budget": p50 <= budget, "utilisation": p50 / budget,
+                "accuracy": acc, "search_s": round(wall, 1), "finetune_s": round(tune_s, 1),
+                "macs_after": chosen.tuned.summary.macs_after, "macs_before": chosen.tuned.summary.macs_before,
+            })
+            _log(f"{name} {frac:.2f}: {chosen.candidate.label()} p50 {p50:.4f}/{budget:.4f} ms acc {acc:.4f}")
+
+        baseline = []
+        for keep in np.arange(1.0, 0.249, -0.05):
+            plan = Plan(target="executorch", scheme="int8", keep_ratio=round(float(keep), 2))
+            model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
+            if keep < 1.0 and epochs > 0:
+                distill(model, spec.module, data.train_x, data.train_y, RecoveryConfig(epochs=epochs))
+            p50, acc = bench.final(model, plan)
+            baseline.append({"keep": round(float(keep), 2), "p50_ms": p50, "accuracy": acc})
+            _log(f"{name} uniform keep {keep:.2f}: p50 {p50:.4f} ms acc {acc:.4f}")
+        for row in rows:
+            fits = [b for b in baseline if b["p50_ms"] <= row["budget_ms"]]
+            best = max(fits, key=lambda b: b["accuracy"]) if fits else None
+            row["baseline"] = best
+            if best is not None and row["status"] == "planned":
+                row["accuracy_vs_baseline_pts"] = round(100 * (row["accuracy"] - best["accuracy"]), 2)
+
+        fleet = {}
+        for devices in (FLEET[:1], FLEET):
+            fresh = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
+            start = time.perf_counter()
+            done = 0
+            for device in devices:
+                prof = load_profile(device)  # budget: half the predicted dense latency, so every device must prune
+                dense = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
+                prof = prof.with_budget(latency_ms=0.5 * dense, max_accuracy_drop_pct=100.0)
+                try:
+                    fresh.plan_device(prof, ("executorch",), None, "host")
+                    done += 1
+                except BudgetInfeasibleError:
+                    pass
+            fleet[f"{len(devices)}_devices_s"] = round(time.perf_counter() - start, 1)
+            fleet[f"{len(devices)}_devices_planned"] = done
+    planned = [r for r in rows if r["status"] == "planned"]
+    within_1pt = [r for r in planned if r["accuracy"] >= dense_acc - 0.01]
+    return {
+        "model": spec.name,
+        "dense_fp32_p50_ms": dense_ms,
+        "dense_accuracy": dense_acc,
+        "finetune_epochs": epochs,
+        "budgets": rows,
+        "baseline_uniform_int8": baseline,
+        "summary": {
+            "planned": len(planned),
+            "infeasible": len(rows) - len(planned),
+            "compliance": sum(r["within_budget"] for r in planned) / max(1, len(planned)),
+            "median_utilisation": float(np.median([r["utilisation"] for r in planned])) if planned else None,
+            "never_worse_than_baseline": all(r.get("accuracy_vs_baseline_pts", 0) >= 0 for r in planned),
+            "max_speedup_within_1pt": max((dense_ms / r["measured_p50_ms"] for r in within_1pt), default=None),
+            "median_search_s": float(np.median([r["search_s"] for r in planned])) if planned else None,
+        },
+        "fleet": fleet,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,mnist1d,mobilenet_v2")
+    parser.add_argument("--budgets", type=int, default=10)
+    parser.add_argument("--finetune-epochs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--work", default=os.path.expanduser("~/.cache/edgeprune/bench-planner"))
+    parser.add_argument("--out", help="write the JSON here as well")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "versions": {d: package_version(d) for d in ("torch", "executorch", "torch-pruning", "optuna")},
+        "command": " ".join(sys.argv),
+        "models": [],
+    }
+    with torch_threads(1):
+        for name in args.models.split(","):
+            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, work))
+            if args.out:
+                Path(args.out).write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
