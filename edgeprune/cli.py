@@ -514,7 +514,9 @@ def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
 
 def _quiet_libraries() -> None:
     """Keep third-party log lines and warnings (torch, torchao, executorch) out of the user's terminal."""
-    for name in ("torch", "torchao", "executorch", "torch_pruning", "absl"):
+    # torch._logging resets the "torch" logger's level when torch.compile machinery loads; a child logger's own
+    # level stays (torch.utils._pytree warns about torchao's Enum registrations on every import)
+    for name in ("torch", "torch.utils._pytree", "torchao", "executorch", "torch_pruning", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"(torch|torchao|executorch|torch_pruning|litert_torch|onnxscript|onnxruntime)(\.|$)")
 
