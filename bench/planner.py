@@ -72,6 +72,16 @@ def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: floa
     return model.eval()
 
 
+def _cached(model: nn.Module, weights: Path, data: Dataset, epochs: int, lr: float) -> nn.Module:
+    """`model` with weights from `weights`, trained on the data's train split and saved there on first use."""
+    if weights.exists():
+        model.load_state_dict(torch.load(weights, weights_only=True))
+    else:
+        _train(model, data.train_x, data.train_y, epochs=epochs, lr=lr)
+        torch.save(model.state_dict(), weights)
+    return model
+
+
 class CNN1D(nn.Module):
     """A small 1-D CNN for MNIST-1D (40 samples per sequence)."""
 
@@ -104,13 +114,7 @@ def _model(name: str, work: Path) -> tuple[ModelSpec, Dataset]:
             np.savez(npz, x=x, y=np.concatenate([d["y"], d["y_test"]]).astype(np.int64))
         shape = (1, 1, 40)
         data = load_data(str(npz), shape)
-        weights = work / "mnist1d-cnn.pt"
-        model = CNN1D()
-        if weights.exists():
-            model.load_state_dict(torch.load(weights, weights_only=True))
-        else:
-            _train(model, data.train_x, data.train_y, epochs=30, lr=3e-3)
-            torch.save(model.state_dict(), weights)
+        model = _cached(CNN1D(), work / "mnist1d-cnn.pt", data, epochs=30, lr=3e-3)
         return ModelSpec("bench:mnist1d-cnn", "mnist1d-cnn", model.eval(), shape, "mnist1d make_dataset, raw"), data
     if name == "mobilenet_v2":
         import torchvision
@@ -125,13 +129,8 @@ def _model(name: str, work: Path) -> tuple[ModelSpec, Dataset]:
             np.savez(npz, x=x.numpy(), y=d.target.astype(np.int64))
         shape = (1, 3, 64, 64)
         data = load_data(str(npz), shape)
-        weights = work / "mobilenet_v2-digits64.pt"
-        model = torchvision.models.mobilenet_v2(num_classes=10)
-        if weights.exists():
-            model.load_state_dict(torch.load(weights, weights_only=True))
-        else:
-            _train(model, data.train_x, data.train_y, epochs=8, lr=2e-3)
-            torch.save(model.state_dict(), weights)
+        model = _cached(torchvision.models.mobilenet_v2(num_classes=10), work / "mobilenet_v2-digits64.pt", data,
+                        epochs=8, lr=2e-3)
         return ModelSpec("bench:mobilenet_v2", "mobilenet_v2", model.eval(), shape, "digits upscaled to 64x64"), data
     raise SystemExit(f"unknown model {name}")
 

@@ -11,7 +11,6 @@ cannot follow (windowed / relative-position attention: Swin, MaxViT) are pruned 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune.errors import ConfigError, UnsupportedModelError
-from edgeprune.types import Plan, PruneSummary
+from edgeprune.types import ChannelGroup, Plan, PruneSummary
 
 IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -273,20 +272,6 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
 
 def as_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-
-
-@dataclass(frozen=True)
-class ChannelGroup:
-    """Channels torch-pruning removes together, named by the layer whose outputs they are (the group's root).
-
-    `macs` are the multiply-accumulates of every conv / linear layer the group touches, in the dense model;
-    `order` is the root's position in the forward pass.
-    """
-
-    root: str
-    channels: int
-    macs: int
-    order: int
 
 
 def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:

@@ -112,6 +112,20 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class ChannelGroup:
+    """Channels torch-pruning removes together, named by the layer whose outputs they are (the group's root).
+
+    `macs` are the multiply-accumulates of every conv / linear layer the group touches, in the dense model;
+    `order` is the root's position in the forward pass.
+    """
+
+    root: str
+    channels: int
+    macs: int
+    order: int
+
+
+@dataclass(frozen=True)
 class PruneSummary:
     """What pruning did: the model before and after, and the channel counts per pruned layer."""
 

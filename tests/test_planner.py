@@ -14,7 +14,8 @@ from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
 from edgeprune.planner.search import Costs, Limits, greedy
 from edgeprune.planner.sensitivity import Sensitivity
-from edgeprune.prune import ChannelGroup, channel_groups, prune
+from edgeprune.prune import channel_groups, prune
+from edgeprune.types import ChannelGroup
 
 
 def _groups(macs: list[int]) -> list[ChannelGroup]:

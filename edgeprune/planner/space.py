@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from edgeprune.errors import ConfigError
-from edgeprune.prune import ChannelGroup
-from edgeprune.types import Plan
+from edgeprune.types import ChannelGroup, Plan
 
 KEEP_GRID: tuple[float, ...] = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
 """Keep ratios a bucket may take, densest first. One step removes an eighth of the bucket's channels."""
