@@ -81,7 +81,11 @@ def main() -> None:
     ap.add_argument("--cells", default=None, help="JSON-lines file of finished cells (resume)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--repredict", action="store_true", help="recompute predictions of recorded cells, no measuring")
+    ap.add_argument("--markdown", metavar="JSON", help="print the tables of an earlier run's JSON as markdown, and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
 
     targets, schemes = args.targets.split(","), args.schemes.split(",")
     work = Path(args.workdir or tempfile.mkdtemp(prefix="edgeprune-fidelity-"))
@@ -218,6 +222,34 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.0f}%"
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The summary (cost model beside the MACs baseline, per target/scheme) and the per-cell table, as markdown."""
+    lines = ["| target/scheme | cells | within ±10% | within ±20% | median abs error | rank corr. | "
+             "MACs baseline: ±10% / ±20% / median / rank | size error median (max) | peak-memory error median |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, row in out["summary"].items():
+        c, b = row["cost_model"], row["macs_baseline"]
+        lines.append(
+            f"| {key} | {row['cells']} | {_pct(c['within_10_pct'])} | {_pct(c['within_20_pct'])} | "
+            f"{c['median_abs_error_pct']:.1f}% | {c['rank_correlation']:.3f} | {_pct(b['within_10_pct'])} / "
+            f"{_pct(b['within_20_pct'])} / {b['median_abs_error_pct']:.1f}% / {b['rank_correlation']:.3f} | "
+            f"{row['size_error_pct_median_abs']:.2f}% ({row['size_error_pct_max_abs']:.2f}%) | "
+            f"{row['peak_memory_error_pct_median_abs']:.2f}% |")
+    lines += ["", "| model | keep | target | scheme | predicted ms | measured ms | error | MACs baseline ms | "
+                  "size MB (predicted error) |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in out["cells"]:
+        err = 100 * (c["predicted_ms"] / c["measured_ms"] - 1)
+        size_err = 100 * (c["predicted_size_bytes"] / c["size_bytes"] - 1)
+        lines.append(f"| {c['model']} | {c['keep']:g} | {c['target']} | {c['scheme']} | {c['predicted_ms']:.3f} | "
+                     f"{c['measured_ms']:.3f} | {err:+.1f}% | {c['macs_baseline_ms']:.3f} | "
+                     f"{c['size_bytes'] / 1e6:.2f} ({size_err:+.1f}%) |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
