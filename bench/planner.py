@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -165,7 +165,9 @@ class Bench:
         return m.latency_p50_ms, acc
 
 
-def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> dict[str, Any]:
+def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet_too: bool = True,
+              checkpoint: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
+    """The model's results; `checkpoint` gets the partial results after every budget and baseline point."""
     spec, data = _model(name, work)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
         bench = Bench(spec, data, runs, Path(tmp))
@@ -178,7 +180,6 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> di
             budget = float(dense_ms * frac)
             profile = host_profile().with_budget(latency_ms=budget)
             start = time.perf_counter()
-            tuned_before = set(planner._tuned)
             try:
                 chosen = planner.plan_device(profile, ("executorch",),
                                              lambda plan, model: bench.measure(model, plan, data.eval_x[:4]), "host")
@@ -188,17 +189,17 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> di
                 _log(f"{name} {frac:.2f}: infeasible")
                 continue
             wall = time.perf_counter() - start
-            tune_s = sum(planner._tuned[k].recovery.seconds for k in set(planner._tuned) - tuned_before
-                         if planner._tuned[k].recovery is not None)
             p50, acc = bench.final(chosen.tuned.model, chosen.plan)
             rows.append({
                 "budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "planned",
                 "plan": chosen.candidate.label(), "rounds": len(chosen.rounds),
                 "measured_p50_ms": p50, "within_budget": p50 <= budget, "utilisation": p50 / budget,
-                "accuracy": acc, "search_s": round(wall, 1), "finetune_s": round(tune_s, 1),
+                "accuracy": acc, "search_s": round(wall - chosen.final_finetune_s, 1),
+                "final_finetune_s": round(chosen.final_finetune_s, 1),
                 "macs_after": chosen.tuned.summary.macs_after, "macs_before": chosen.tuned.summary.macs_before,
             })
             _log(f"{name} {frac:.2f}: {chosen.candidate.label()} p50 {p50:.4f}/{budget:.4f} ms acc {acc:.4f}")
+            checkpoint({"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows})
 
         baseline = []
         for keep in np.arange(1.0, 0.249, -0.05):
@@ -209,6 +210,8 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> di
             p50, acc = bench.final(model, plan)
             baseline.append({"keep": round(float(keep), 2), "p50_ms": p50, "accuracy": acc})
             _log(f"{name} uniform keep {keep:.2f}: p50 {p50:.4f} ms acc {acc:.4f}")
+            checkpoint({"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows,
+                        "baseline_uniform_int8": baseline})
         for row in rows:
             fits = [b for b in baseline if b["p50_ms"] <= row["budget_ms"]]
             best = max(fits, key=lambda b: b["accuracy"]) if fits else None
@@ -217,20 +220,21 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path) -> di
                 row["accuracy_vs_baseline_pts"] = round(100 * (row["accuracy"] - best["accuracy"]), 2)
 
         fleet = {}
-        for devices in (FLEET[:1], FLEET):
+        for devices in (FLEET[:1], FLEET) if fleet_too else ():
             fresh = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
             start = time.perf_counter()
-            done = 0
+            done, final_s = 0, 0.0
             for device in devices:
                 prof = load_profile(device)  # budget: half the predicted dense latency, so every device must prune
                 dense = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
                 prof = prof.with_budget(latency_ms=0.5 * dense, max_accuracy_drop_pct=100.0)
                 try:
-                    fresh.plan_device(prof, ("executorch",), None, "host")
+                    final_s += fresh.plan_device(prof, ("executorch",), None, "host").final_finetune_s
                     done += 1
                 except BudgetInfeasibleError:
                     pass
             fleet[f"{len(devices)}_devices_s"] = round(time.perf_counter() - start, 1)
+            fleet[f"{len(devices)}_devices_search_s"] = round(time.perf_counter() - start - final_s, 1)
             fleet[f"{len(devices)}_devices_planned"] = done
     planned = [r for r in rows if r["status"] == "planned"]
     within_1pt = [r for r in planned if r["accuracy"] >= dense_acc - 0.01]
@@ -262,6 +266,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/edgeprune/bench-planner"))
     parser.add_argument("--out", help="write the JSON here as well")
+    parser.add_argument("--no-fleet", action="store_true", help="skip planning one phone vs a fleet of five")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -274,7 +279,12 @@ def main() -> None:
     }
     with torch_threads(1):
         for name in args.models.split(","):
-            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, work))
+            def checkpoint(partial: dict[str, Any]) -> None:
+                if args.out:
+                    Path(args.out).write_text(json.dumps(out | {"models": out["models"] + [partial]}, indent=2))
+
+            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, work, not args.no_fleet,
+                                           checkpoint))
             if args.out:
                 Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

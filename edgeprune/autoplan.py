@@ -7,8 +7,9 @@ Fidelity tiers, cheapest first:
    model predicts each (target, scheme) from that trace, corrected by what was measured on the device so far;
 2. proxy accuracy: a per-bucket sensitivity analysis (each stage pruned alone, BatchNorm recalibrated, scored on an
    eval subset), shared by every device of a fleet;
-3. real accuracy: the best few candidates are pruned, fine-tuned with distillation (`recover.py`) and evaluated;
-   fine-tuned models are cached by architecture, so devices and schemes share them;
+3. real accuracy: the best few candidates are pruned, fine-tuned briefly with distillation (`recover.py`,
+   `rank_epochs`) and evaluated; the most accurate is then fine-tuned in full (`finetune_epochs`, the same recipe
+   `edgeprune apply` replays). Fine-tuned models are cached by architecture, so devices and schemes share them;
 4. measurement: the chosen plan is exported and measured on the device's runner (when one can measure it). A miss
    is fed back into the correction and the plan re-chosen, at most `max_rounds` times.
 
@@ -36,7 +37,7 @@ from edgeprune.planner.search import Costs, Limits, Visit, greedy, optuna_search
 from edgeprune.planner.sensitivity import Sensitivity, analyse
 from edgeprune.planner.space import Candidate, SearchSpace, make_buckets
 from edgeprune.profiles import DeviceProfile
-from edgeprune.prune import as_tensor, channel_groups, prune
+from edgeprune.prune import as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
 from edgeprune.types import Dataset, Measurement, ModelSpec, Plan, PruneSummary
 
@@ -56,8 +57,11 @@ class PlanSettings:
     """'accuracy': the most accurate plan within every budget; 'latency': the fastest within max_accuracy_drop_pct."""
     time_budget_s: float | None = None
     finetune_epochs: int = 10
+    """Fine-tune epochs of the chosen plan (what `edgeprune apply` replays)."""
+    rank_epochs: int = 3
+    """Fine-tune epochs of each of the `top_k` candidates while ranking them (at most `finetune_epochs`)."""
     top_k: int = 3
-    """Candidates fine-tuned and evaluated per device before one is chosen."""
+    """Candidates fine-tuned briefly and evaluated per device before one is chosen."""
     margin: float = 0.05
     """Predicted costs must stay this share under each budget (room for measurement noise)."""
     max_rounds: int = 3
@@ -77,6 +81,9 @@ class PlanSettings:
             raise ConfigError(f"--time-budget {self.time_budget_s} must be a positive number of seconds")
         if not 1 <= self.max_rounds <= 10 or self.top_k < 1 or not 0 <= self.margin < 0.5:
             raise ConfigError("plan settings out of range: 1 <= max_rounds <= 10, top_k >= 1, 0 <= margin < 0.5")
+        if self.rank_epochs < 0 or self.finetune_epochs < 0:
+            raise ConfigError(f"--rank-epochs {self.rank_epochs} and --finetune-epochs {self.finetune_epochs} "
+                              "must be >= 0")
 
 
 MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
@@ -161,6 +168,8 @@ class DevicePlan:
     finetuned: list[dict[str, Any]]
     seconds: float
     measurement: Measurement | None = None
+    final_finetune_s: float = 0.0
+    """Of `seconds`, the time spent fine-tuning chosen plans in full (the rest is the search)."""
 
     @property
     def plan(self):
@@ -177,6 +186,7 @@ class DevicePlan:
             "pareto_front": self.front,
             "visited": self.visited,
             "seconds": round(self.seconds, 2),
+            "final_finetune_s": round(self.final_finetune_s, 2),
         }
 
 
@@ -213,26 +223,34 @@ class Planner:
         self._subset = np.random.default_rng(settings.seed).permutation(len(dataset.eval_x))[:n]
         self._nodes: dict[tuple[float, ...], list] = {}
         self._tuned: dict[tuple[float, ...], Tuned] = {}
+        self._ranked: dict[tuple[float, ...], Tuned] = {}  # briefly fine-tuned (rank_epochs < finetune_epochs)
         self._sensitivity: Sensitivity | None = None
 
     # ------------------------------------------------------------------------------------------ tiers 1-3
     def space(self, targets: Sequence[str], schemes: Sequence[str], threads: int) -> SearchSpace:
         return SearchSpace(self.buckets, tuple(schemes), tuple(targets), threads=threads, seed=self.settings.seed)
 
-    def _pruned(self, space: SearchSpace, keep: tuple[float, ...], recalibrate: bool) -> tuple[torch.nn.Module, PruneSummary]:
-        """`keep` applied to the dense model (BatchNorm re-estimated when `recalibrate`); the dense model itself for
-        a keep of 1.0 everywhere."""
-        calib = self.calib if recalibrate else self.calib[:0]
-        plan = space.to_plan(Candidate(keep, space.schemes[0], space.targets[0]))
-        model, summary = prune(self.spec.module, self.example, calib, plan)
-        return (self.spec.module if not plan.layer_keep_ratios else model), summary
+    def _plan(self, space: SearchSpace, keep: tuple[float, ...]) -> Plan:
+        return space.to_plan(Candidate(keep, space.schemes[0], space.targets[0]))
+
+    def _architecture(self, space: SearchSpace, keep: tuple[float, ...], recalibrate: bool = False) -> torch.nn.Module:
+        """`keep` applied to the dense model, for its shapes (BatchNorm re-estimated when `recalibrate`); the
+        dense model itself for a keep of 1.0 everywhere."""
+        plan = self._plan(space, keep)
+        if not plan.layer_keep_ratios:
+            return self.spec.module
+        model = pruned_architecture(self.spec.module, self.example, plan)
+        if recalibrate:
+            recalibrate_bn(model, self.calib)
+            model.eval()
+        return model
 
     def sensitivity(self, space: SearchSpace) -> Sensitivity:
         if self._sensitivity is None:
             x, y = self.dataset.eval_x[self._subset], self.eval_y[self._subset]
 
             def accuracy_of(keep: tuple[float, ...]) -> float:
-                return float((_predict_classes(self._pruned(space, keep, recalibrate=True)[0], x) == y).mean())
+                return float((_predict_classes(self._architecture(space, keep, recalibrate=True), x) == y).mean())
 
             total = len(self.buckets) * 3
             with self.steps.step(f"Sensitivity of {len(self.buckets)} stages on {len(x)} samples", total=total) as up:
@@ -242,23 +260,41 @@ class Planner:
     def predicted(self, profile: DeviceProfile, space: SearchSpace, cand: Candidate):
         nodes = self._nodes.get(cand.keep)
         if nodes is None:
-            nodes = self._nodes[cand.keep] = trace(self._pruned(space, cand.keep, recalibrate=False)[0], self.example)
+            nodes = self._nodes[cand.keep] = trace(self._architecture(space, cand.keep), self.example)
         features = lower(nodes, tuple(self.example.shape), cand.target, cand.scheme)
         return predict_features(profile, features, space.threads)
 
-    def tuned(self, space: SearchSpace, keep: tuple[float, ...]) -> Tuned:
-        if keep not in self._tuned:
-            model, summary = self._pruned(space, keep, recalibrate=True)
+    def tuned(self, space: SearchSpace, keep: tuple[float, ...], brief: bool = False) -> Tuned:
+        """`keep` pruned, BatchNorm re-estimated, fine-tuned (`rank_epochs` when `brief`, else `finetune_epochs`)
+        and evaluated; cached by architecture."""
+        epochs = self.settings.finetune_epochs
+        if brief:
+            epochs = min(self.settings.rank_epochs, epochs)
+        cache = self._tuned if epochs == self.settings.finetune_epochs else self._ranked
+        if keep not in cache:
+            plan = self._plan(space, keep)
+            model, summary = prune(self.spec.module, self.example, self.calib, plan)
+            if not plan.layer_keep_ratios:
+                model = self.spec.module
             recovery = None
-            if model is not self.spec.module and self.settings.finetune_epochs > 0:
+            if model is not self.spec.module and epochs > 0:
                 x, y, alpha = self.dataset.train_x, self.dataset.train_y, 0.7
                 if x is None or y is None:  # no labelled train split: distil from the dense model on the calibration split
                     x, y, alpha = self.dataset.calib_x, _predict_classes(self.spec.module, self.dataset.calib_x), 1.0
-                config = RecoveryConfig(epochs=self.settings.finetune_epochs, alpha=alpha, seed=self.settings.seed)
+                config = RecoveryConfig(epochs=epochs, alpha=alpha, seed=self.settings.seed)
                 recovery = distill(model, self.spec.module, x, y, config)
             acc = float((_predict_classes(model, self.dataset.eval_x) == self.eval_y).mean())
-            self._tuned[keep] = Tuned(model, acc, summary, recovery)
-        return self._tuned[keep]
+            cache[keep] = Tuned(model, acc, summary, recovery)
+        return cache[keep]
+
+    def _final(self, space: SearchSpace, cand: Candidate) -> tuple[Tuned, float]:
+        """The chosen candidate fine-tuned in full, and the seconds that took (0 when cached)."""
+        if cand.keep in self._tuned:
+            return self._tuned[cand.keep], 0.0
+        start = time.perf_counter()
+        with self.steps.step(f"Fine-tuning the chosen plan {cand.label()} ({self.settings.finetune_epochs} epochs)"):
+            tuned = self.tuned(space, cand.keep)
+        return tuned, time.perf_counter() - start
 
     # ------------------------------------------------------------------------------------------ one device
     def plan_device(
@@ -332,6 +368,7 @@ class Planner:
 
         accepted: tuple[Candidate, Costs, Tuned, Measurement | None] | None = None
         probed: set[Candidate] = set()
+        final_s = 0.0
         for round_no in range(1, s.max_rounds + 1):
             visits = self._search(space, costs, proxy, limits)
             feasible = [v for v in visits if limits.met(costs(v.candidate), s.margin)]
@@ -343,22 +380,24 @@ class Planner:
                     raise BudgetInfeasibleError(self._infeasible(profile, space, visits, costs, limits))
                 # predicted out of reach: measure the closest plan before believing it (the prediction may be off)
                 probed.add(probe.candidate)
-                model = self._pruned(space, probe.candidate.keep, recalibrate=False)[0]  # timing needs no weights
+                model = self._architecture(space, probe.candidate.keep)  # timing needs no trained weights
                 with self.steps.step(f"Round {round_no}: measuring the closest plan {probe.candidate.label()}"):
                     got = learn(probe.candidate, measure(space.to_plan(probe.candidate), model))
                 rounds.append(RoundReport(round_no, probe.candidate.label(), _costs_dict(probe.costs), got,
                                           _met(limits, got), "predicted over budget: measured the closest plan, "
                                           "fed back into the correction, re-planning"))
                 continue
-            cand, tuned = self._choose(space, feasible, costs, profile, finetuned)
+            cand = self._choose(space, feasible, costs, profile, finetuned)
             predicted = costs(cand)
+            if accepted is not None and cand == accepted[0]:
+                break  # the re-plan came back to the plan already measured within budget
+            tuned, seconds = self._final(space, cand)
+            final_s += seconds
             if not counts:
                 accepted = (cand, predicted, tuned, None)
                 rounds.append(RoundReport(round_no, cand.label(), _costs_dict(predicted), {}, False,
                                           f"not measured: measurements on {where} do not count for {profile.name}"))
                 break
-            if accepted is not None and cand == accepted[0]:
-                break  # the re-plan came back to the plan already measured within budget
             with self.steps.step(f"Round {round_no}: measuring {cand.label()} on {where}"):
                 measurement = measure(space.to_plan(cand), tuned.model)
             got = learn(cand, measurement)
@@ -388,7 +427,7 @@ class Planner:
             )
         front = self._front(space, visits, costs, proxy)
         return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
-                          time.perf_counter() - start, measured)
+                          time.perf_counter() - start, measured, final_s)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
@@ -406,9 +445,9 @@ class Planner:
         return visits
 
     def _choose(self, space, feasible: list[Visit], costs, profile: DeviceProfile,
-                finetuned: list[dict[str, Any]]) -> tuple[Candidate, Tuned]:
-        """Tier 3 on the best feasible candidates: the most accurate after fine-tuning (objective 'accuracy'), or
-        the fastest within the accuracy budget (objective 'latency')."""
+                finetuned: list[dict[str, Any]]) -> Candidate:
+        """Tier 3 on the best feasible candidates: the most accurate after a brief fine-tune (objective
+        'accuracy'), or the fastest within the accuracy budget (objective 'latency')."""
         rank = {sc: i for i, sc in enumerate(SCHEME_PREFERENCE)}
         best_per_arch: dict[tuple[float, ...], Visit] = {}
         for v in feasible:
@@ -427,37 +466,37 @@ class Planner:
             tuned = self._tune_logged(space, v, finetuned)
             scored.append((tuned.accuracy, -rank[v.candidate.scheme], -costs(v.candidate).latency_ms, v, tuned))
         best = max(scored, key=lambda t: t[:3])
-        return best[3].candidate, best[4]
+        return best[3].candidate
 
     def _fastest_within(self, space, options: list[Visit], max_drop: float | None,
-                        finetuned: list[dict[str, Any]]) -> tuple[Candidate, Tuned]:
+                        finetuned: list[dict[str, Any]]) -> Candidate:
         """Bisection over the candidates sorted by latency (accuracy falls roughly monotonically with latency):
-        the fastest whose fine-tuned accuracy drop is within `max_drop`."""
+        the fastest whose accuracy drop after a brief fine-tune is within `max_drop` (the full fine-tune of the
+        chosen plan only gains accuracy back, so this errs on the safe side)."""
         if max_drop is None:
             raise ConfigError("--minimize latency needs an accuracy budget: give --max-accuracy-drop")
         lo, hi = 0, len(options) - 1  # find the smallest index that is within the drop
-        found: tuple[Candidate, Tuned] | None = None
+        found: Candidate | None = None
         while lo <= hi:
             mid = (lo + hi) // 2
             tuned = self._tune_logged(space, options[mid], finetuned)
             if 100.0 * (self.dense_accuracy - tuned.accuracy) <= max_drop:
-                found = (options[mid].candidate, tuned)
+                found = options[mid].candidate
                 hi = mid - 1
             else:
                 lo = mid + 1
-        if found is None:
-            slowest = options[-1]
-            tuned = self._tune_logged(space, slowest, finetuned)
-            return slowest.candidate, tuned  # the accuracy check after the loop reports the binding budget
+        if found is None:  # the accuracy check after the full fine-tune reports the binding budget
+            return options[-1].candidate
         return found
 
     def _tune_logged(self, space: SearchSpace, v: Visit, finetuned: list[dict[str, Any]]) -> Tuned:
-        fresh = v.candidate.keep not in self._tuned
-        label = f"Fine-tuning {v.candidate.label()} ({self.settings.finetune_epochs} epochs)"
+        epochs = min(self.settings.rank_epochs, self.settings.finetune_epochs)
+        fresh = v.candidate.keep not in (self._tuned if epochs == self.settings.finetune_epochs else self._ranked)
+        label = f"Fine-tuning {v.candidate.label()} briefly ({epochs} epochs)"
         with self.steps.step(label) if fresh else nullcontext():
-            tuned = self.tuned(space, v.candidate.keep)
+            tuned = self.tuned(space, v.candidate.keep, brief=True)
         entry = _candidate_dict(v.candidate, space) | {"proxy_accuracy": round(v.proxy_accuracy, 4),
-                                                       "accuracy": tuned.accuracy,
+                                                       "accuracy": tuned.accuracy, "epochs": epochs,
                                                        "params": tuned.summary.params_after}
         if entry not in finetuned:
             finetuned.append(entry)

@@ -78,6 +78,9 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schemes", default="fp32,int8",
                    help="quantisation schemes the search may choose, comma-separated (default fp32,int8)")
     p.add_argument("--time-budget", type=_positive_float, help="seconds the search may take (default: no limit)")
+    p.add_argument("--rank-epochs", type=int, default=3,
+                   help="brief fine-tune epochs of each top candidate while ranking them (default 3); the chosen "
+                        "plan then gets --finetune-epochs")
 
 
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
@@ -298,6 +301,7 @@ def _plan_settings(args: argparse.Namespace):
         objective="latency" if args.minimize == "latency" else "accuracy",
         time_budget_s=args.time_budget,
         finetune_epochs=args.finetune_epochs,
+        rank_epochs=args.rank_epochs,
         seed=args.seed,
     )
 

@@ -139,6 +139,62 @@ def recalibrate_bn(model: nn.Module, calibration: torch.Tensor, batch_size: int 
     return batches
 
 
+def _check_plan(plan: Plan) -> None:
+    if not 0.0 < plan.keep_ratio <= 1.0:
+        raise ConfigError(f"keep ratio {plan.keep_ratio} is out of range; --prune takes a fraction in [0, 1)")
+    if plan.importance not in IMPORTANCE:
+        raise ConfigError(f"importance '{plan.importance}' is unknown; known: {', '.join(IMPORTANCE)}")
+    if plan.round_to < 1:
+        raise ConfigError(f"round_to {plan.round_to} must be a positive channel count")
+
+
+def _remove_channels(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> bool:
+    """Prune `model` in place following `plan`; False when the plan keeps every channel."""
+    by_name = dict(model.named_modules())
+    unknown = sorted(set(plan.layer_keep_ratios) - set(by_name))
+    if unknown:
+        raise ConfigError(f"per-layer keep ratio names module '{unknown[0]}', which the model does not have")
+    ratio_dict = {by_name[name]: 1.0 - keep for name, keep in plan.layer_keep_ratios.items()}
+    if plan.keep_ratio >= 1.0 and not ratio_dict:
+        return False
+    torch.manual_seed(plan.seed)
+    try:
+        with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
+            pruner = tp.pruner.MetaPruner(
+                model,
+                example_input,
+                importance=IMPORTANCE[plan.importance](),
+                pruning_ratio=1.0 - plan.keep_ratio,
+                pruning_ratio_dict=ratio_dict or None,
+                ignored_layers=_ignored_layers(model),
+                round_to=plan.round_to,
+                num_heads=_attention_heads(model),
+            )
+            pruner.step()
+        _sync_cached_widths(model)
+    except UnsupportedModelError:
+        raise
+    except Exception as exc:  # torch-pruning's tracer meets something it cannot follow
+        raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+    try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
+        with torch.no_grad():
+            model(example_input)
+    except Exception as exc:
+        raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
+    return True
+
+
+def pruned_architecture(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> nn.Module:
+    """A pruned copy of `model` for its shapes only: no MAC counts, BatchNorm statistics left as they were.
+
+    The planner's cost tier traces hundreds of candidates; this skips what only a deployable model needs.
+    """
+    _check_plan(plan)
+    pruned = copy.deepcopy(model).eval()
+    _remove_channels(pruned, example_input, plan)
+    return pruned.eval()
+
+
 def prune(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -146,47 +202,12 @@ def prune(
     plan: Plan,
 ) -> tuple[nn.Module, PruneSummary]:
     """A pruned copy of `model` following `plan` (global `keep_ratio`, per-layer `layer_keep_ratios`)."""
-    if not 0.0 < plan.keep_ratio <= 1.0:
-        raise ConfigError(f"keep ratio {plan.keep_ratio} is out of range; --prune takes a fraction in [0, 1)")
-    if plan.importance not in IMPORTANCE:
-        raise ConfigError(f"importance '{plan.importance}' is unknown; known: {', '.join(IMPORTANCE)}")
-    if plan.round_to < 1:
-        raise ConfigError(f"round_to {plan.round_to} must be a positive channel count")
+    _check_plan(plan)
     model = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example_input)
     widths_before = layer_widths(model)
-    by_name = dict(model.named_modules())
-    unknown = sorted(set(plan.layer_keep_ratios) - set(by_name))
-    if unknown:
-        raise ConfigError(f"per-layer keep ratio names module '{unknown[0]}', which the model does not have")
-    ratio_dict = {by_name[name]: 1.0 - keep for name, keep in plan.layer_keep_ratios.items()}
-
     batches = 0
-    if plan.keep_ratio < 1.0 or ratio_dict:
-        torch.manual_seed(plan.seed)
-        try:
-            with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
-                pruner = tp.pruner.MetaPruner(
-                    model,
-                    example_input,
-                    importance=IMPORTANCE[plan.importance](),
-                    pruning_ratio=1.0 - plan.keep_ratio,
-                    pruning_ratio_dict=ratio_dict or None,
-                    ignored_layers=_ignored_layers(model),
-                    round_to=plan.round_to,
-                    num_heads=_attention_heads(model),
-                )
-                pruner.step()
-            _sync_cached_widths(model)
-        except UnsupportedModelError:
-            raise
-        except Exception as exc:  # torch-pruning's tracer meets something it cannot follow
-            raise UnsupportedModelError(_prune_failure(model, exc)) from exc
-        try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
-            with torch.no_grad():
-                model(example_input)
-        except Exception as exc:
-            raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
+    if _remove_channels(model, example_input, plan):
         batches = recalibrate_bn(model, calibration)
         model.eval()
 

@@ -118,6 +118,9 @@ def test_budget_driven_build_meets_the_budget_with_a_measured_plan(planned):
     assert planning["pareto_front"], "the Pareto front is in build.json"
     assert 1 <= len(planning["rounds"]) <= 3
     assert any(r["met"] for r in planning["rounds"])
+    # candidates are ranked on a brief fine-tune; only the chosen plan is fine-tuned in full (what apply replays)
+    assert planning["finetuned"] and all(f["epochs"] == 3 for f in planning["finetuned"])
+    assert planning["final_finetune_s"] > 0 and summary["recovery"]["config"]["epochs"] == 10
     assert all(r["measured"]["model_size_mb"] is not None for r in planning["rounds"])
     manifest = json.loads((out / "host" / "manifest.json").read_text())
     art = manifest["artifacts"][0]
