@@ -175,7 +175,13 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
         _log(f"{name}: dense fp32 p50 {dense_ms:.4f} ms, accuracy {dense_acc:.4f}")
 
         planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
-        rows = []
+        rows: list[dict[str, Any]] = []
+        baseline: list[dict[str, Any]] = []
+
+        def partial() -> dict[str, Any]:
+            return {"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows,
+                    "baseline_uniform_int8": baseline}
+
         for frac in np.linspace(0.9, 0.25, budgets):
             budget = float(dense_ms * frac)
             profile = host_profile().with_budget(latency_ms=budget)
@@ -199,9 +205,8 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
                 "macs_after": chosen.tuned.summary.macs_after, "macs_before": chosen.tuned.summary.macs_before,
             })
             _log(f"{name} {frac:.2f}: {chosen.candidate.label()} p50 {p50:.4f}/{budget:.4f} ms acc {acc:.4f}")
-            checkpoint({"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows})
+            checkpoint(partial())
 
-        baseline = []
         for keep in np.arange(1.0, 0.249, -0.05):
             plan = Plan(target="executorch", scheme="int8", keep_ratio=round(float(keep), 2))
             model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
@@ -210,8 +215,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             p50, acc = bench.final(model, plan)
             baseline.append({"keep": round(float(keep), 2), "p50_ms": p50, "accuracy": acc})
             _log(f"{name} uniform keep {keep:.2f}: p50 {p50:.4f} ms acc {acc:.4f}")
-            checkpoint({"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows,
-                        "baseline_uniform_int8": baseline})
+            checkpoint(partial())
         for row in rows:
             fits = [b for b in baseline if b["p50_ms"] <= row["budget_ms"]]
             best = max(fits, key=lambda b: b["accuracy"]) if fits else None

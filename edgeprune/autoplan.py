@@ -267,10 +267,7 @@ class Planner:
     def tuned(self, space: SearchSpace, keep: tuple[float, ...], brief: bool = False) -> Tuned:
         """`keep` pruned, BatchNorm re-estimated, fine-tuned (`rank_epochs` when `brief`, else `finetune_epochs`)
         and evaluated; cached by architecture."""
-        epochs = self.settings.finetune_epochs
-        if brief:
-            epochs = min(self.settings.rank_epochs, epochs)
-        cache = self._tuned if epochs == self.settings.finetune_epochs else self._ranked
+        epochs, cache = self._fine_tune_cache(brief)
         if keep not in cache:
             plan = self._plan(space, keep)
             model, summary = prune(self.spec.module, self.example, self.calib, plan)
@@ -286,6 +283,12 @@ class Planner:
             acc = float((_predict_classes(model, self.dataset.eval_x) == self.eval_y).mean())
             cache[keep] = Tuned(model, acc, summary, recovery)
         return cache[keep]
+
+    def _fine_tune_cache(self, brief: bool) -> tuple[int, dict[tuple[float, ...], Tuned]]:
+        """(epochs, cache) of a brief or a full fine-tune; one cache when ranking already uses every epoch."""
+        full = self.settings.finetune_epochs
+        epochs = min(self.settings.rank_epochs, full) if brief else full
+        return epochs, (self._tuned if epochs == full else self._ranked)
 
     def _final(self, space: SearchSpace, cand: Candidate) -> tuple[Tuned, float]:
         """The chosen candidate fine-tuned in full, and the seconds that took (0 when cached)."""
@@ -490,8 +493,8 @@ class Planner:
         return found
 
     def _tune_logged(self, space: SearchSpace, v: Visit, finetuned: list[dict[str, Any]]) -> Tuned:
-        epochs = min(self.settings.rank_epochs, self.settings.finetune_epochs)
-        fresh = v.candidate.keep not in (self._tuned if epochs == self.settings.finetune_epochs else self._ranked)
+        epochs, cache = self._fine_tune_cache(brief=True)
+        fresh = v.candidate.keep not in cache
         label = f"Fine-tuning {v.candidate.label()} briefly ({epochs} epochs)"
         with self.steps.step(label) if fresh else nullcontext():
             tuned = self.tuned(space, v.candidate.keep, brief=True)
