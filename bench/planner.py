@@ -144,18 +144,20 @@ class Bench:
         self.example = torch.zeros(spec.input_shape)
         self.calib = as_tensor(data.calib_x)
         self.threads = host_profile().default_threads
-        self._timed: dict[tuple[int, str, str], Any] = {}
+        self._timed: dict[tuple[int, str, str, int], Any] = {}
         self._alive: list[nn.Module] = []
 
     def measure(self, model: nn.Module, plan: Plan, inputs: np.ndarray) -> Any:
-        key = (id(model), plan.scheme, str(len(inputs)))
+        """Export and measure at the plan's thread count (capped at this machine's cores)."""
+        threads = min(plan.threads, os.cpu_count() or 1)
+        key = (id(model), plan.scheme, str(len(inputs)), threads)
         if key not in self._timed:
             self._alive.append(model)
             path = self.tmp / f"m{len(self._timed)}.pte"
             with native_stderr_silenced():
                 result = get_exporter(plan.target).export(model, self.example, self.calib, plan, path)
                 self._timed[key] = HostRunner().measure(result.artifact, inputs, warmup=10, runs=self.runs,
-                                                        threads=self.threads)
+                                                        threads=threads)
         return self._timed[key]
 
     def final(self, model: nn.Module, plan: Plan) -> tuple[float, float]:
@@ -171,7 +173,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
     spec, data = _model(name, work)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
         bench = Bench(spec, data, runs, Path(tmp))
-        dense_ms, dense_acc = bench.final(spec.module, Plan(target="executorch", scheme="fp32"))
+        dense_ms, dense_acc = bench.final(spec.module, Plan(target="executorch", scheme="fp32", threads=bench.threads))
         _log(f"{name}: dense fp32 p50 {dense_ms:.4f} ms, accuracy {dense_acc:.4f}")
 
         planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
@@ -199,6 +201,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             rows.append({
                 "budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "planned",
                 "plan": chosen.candidate.label(), "rounds": len(chosen.rounds),
+                "threads": chosen.candidate.threads, "importance": chosen.candidate.importance,
                 "measured_p50_ms": p50, "within_budget": p50 <= budget, "utilisation": p50 / budget,
                 "accuracy": acc, "search_s": round(wall - chosen.final_finetune_s, 1),
                 "final_finetune_s": round(chosen.final_finetune_s, 1),
@@ -208,7 +211,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             checkpoint(partial())
 
         for keep in np.arange(1.0, 0.249, -0.05):
-            plan = Plan(target="executorch", scheme="int8", keep_ratio=round(float(keep), 2))
+            plan = Plan(target="executorch", scheme="int8", keep_ratio=round(float(keep), 2), threads=bench.threads)
             model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
             if keep < 1.0 and epochs > 0:
                 distill(model, spec.module, data.train_x, data.train_y, RecoveryConfig(epochs=epochs))

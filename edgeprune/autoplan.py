@@ -1,17 +1,20 @@
 """Budget-driven planning: find the most accurate plan that meets a device's budgets (or the fastest one within an
 accuracy drop), wiring the planner's search to pruning, recovery, the cost model and measurements.
 
-Fidelity tiers, cheapest first:
+A candidate is a keep ratio per stage, the importance criterion that picks the channels kept, a (target, scheme) and
+the thread count. Fidelity tiers, cheapest first:
 
 1. cost: every candidate the search visits is pruned (no recalibration) and its kernels traced once; the cost
-   model predicts each (target, scheme) from that trace, corrected by what was measured on the device so far;
-2. proxy accuracy: a per-bucket sensitivity analysis (each stage pruned alone, BatchNorm recalibrated, scored on an
-   eval subset), shared by every device of a fleet;
+   model predicts each (target, scheme, threads) from that trace, corrected by what was measured on the device so
+   far (one correction per (target, scheme, threads), each anchored on the unpruned model);
+2. proxy accuracy: a per-bucket sensitivity analysis per importance criterion (each stage pruned alone, BatchNorm
+   recalibrated, scored on an eval subset), shared by every device of a fleet;
 3. real accuracy: the best few candidates are pruned, fine-tuned briefly with distillation (`recover.py`,
    `rank_epochs`) and evaluated; the most accurate is then fine-tuned in full (`finetune_epochs`, the same recipe
-   `edgeprune apply` replays). Fine-tuned models are cached by architecture, so devices and schemes share them;
-4. measurement: the chosen plan is exported and measured on the device's runner (when one can measure it). A miss
-   is fed back into the correction and the plan re-chosen, at most `max_rounds` times.
+   `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
+   thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
+4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
+   measure it). A miss is fed back into the correction and the plan re-chosen, at most `max_rounds` times.
 
 Only `pipeline.py` calls this module; it hands in a `measure` callable that exports and measures a candidate.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -35,9 +38,9 @@ from edgeprune.judge import measured_on_device
 from edgeprune.planner import pareto_front
 from edgeprune.planner.search import Costs, Limits, Visit, greedy, optuna_search
 from edgeprune.planner.sensitivity import Sensitivity, analyse
-from edgeprune.planner.space import Candidate, SearchSpace, make_buckets
+from edgeprune.planner.space import Candidate, SearchSpace, make_buckets, thread_options
 from edgeprune.profiles import DeviceProfile
-from edgeprune.prune import as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
+from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
 from edgeprune.types import Dataset, Measurement, ModelSpec, Plan, PruneSummary
 
@@ -52,6 +55,10 @@ class PlanSettings:
     """How the search runs (`edgeprune plan` / budget-driven `edgeprune build` options)."""
 
     schemes: tuple[str, ...] = ("fp32", "int8")
+    importances: tuple[str, ...] = ("l2", "fpgm")
+    """Channel importance criteria searched (each gets its own sensitivity analysis)."""
+    threads: int | None = None
+    """Thread count of every plan; None searches 1, 2, 4, ... up to the device profile's `default_threads`."""
     strategy: str = "greedy"
     objective: str = "accuracy"
     """'accuracy': the most accurate plan within every budget; 'latency': the fastest within max_accuracy_drop_pct."""
@@ -77,6 +84,11 @@ class PlanSettings:
         bad = [s for s in self.schemes if s not in SCHEME_PREFERENCE]
         if bad or not self.schemes:
             raise ConfigError(f"--schemes {','.join(self.schemes)}: choose from {', '.join(SCHEME_PREFERENCE)}")
+        unknown = [i for i in self.importances if i not in IMPORTANCE]
+        if unknown or not self.importances:
+            raise ConfigError(f"--importance {','.join(self.importances)}: choose from {', '.join(IMPORTANCE)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads {self.threads} must be >= 1")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"--time-budget {self.time_budget_s} must be a positive number of seconds")
         if not 1 <= self.max_rounds <= 10 or self.top_k < 1 or not 0 <= self.margin < 0.5:
@@ -91,20 +103,20 @@ MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
 
 
 class Correction:
-    """Maps the cost model's prediction to what the device measured, per (target, scheme), from the plans measured
+    """Maps the cost model's prediction to what the device measured, per (target, scheme, threads), from the plans measured
     so far: linear between measured points, proportional to the nearest one outside them. The points are first
     made monotonic (pool-adjacent-violators): a smaller prediction never maps to a larger latency, so one noisy
     measurement (a pruned plan timed slower than the dense one) cannot make every pruned plan look slower."""
 
     def __init__(self) -> None:
-        self.points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        self.points: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
 
-    def add(self, pair: tuple[str, str], metric: str, predicted: float, measured: float) -> None:
+    def add(self, key: tuple[Any, ...], metric: str, predicted: float, measured: float) -> None:
         if predicted > 0 and measured > 0 and math.isfinite(measured):
-            self.points.setdefault((*pair, metric), []).append((predicted, measured))
+            self.points.setdefault((*key, metric), []).append((predicted, measured))
 
-    def apply(self, pair: tuple[str, str], metric: str, predicted: float) -> float:
-        pts = _monotonic(sorted(self.points.get((*pair, metric), [])))
+    def apply(self, key: tuple[Any, ...], metric: str, predicted: float) -> float:
+        pts = _monotonic(sorted(self.points.get((*key, metric), [])))
         if not pts:
             return predicted
         if predicted <= pts[0][0]:
@@ -170,6 +182,8 @@ class DevicePlan:
     measurement: Measurement | None = None
     final_finetune_s: float = 0.0
     """Of `seconds`, the time spent fine-tuning chosen plans in full (the rest is the search)."""
+    sensitivity: dict[str, Sensitivity] = field(default_factory=dict)
+    """The proxy's per-stage sensitivity, per importance criterion searched."""
 
     @property
     def plan(self):
@@ -187,11 +201,14 @@ class DevicePlan:
             "visited": self.visited,
             "seconds": round(self.seconds, 2),
             "final_finetune_s": round(self.final_finetune_s, 2),
+            "searched": {"importance": list(self.space.importances), "threads": list(self.space.threads)},
+            "sensitivity": {name: sens.to_dict(self.space) for name, sens in self.sensitivity.items()},
         }
 
 
 def _candidate_dict(c: Candidate, space: SearchSpace) -> dict[str, Any]:
-    return {"target": c.target, "scheme": c.scheme, "keep": {b.name: k for b, k in zip(space.buckets, c.keep)}}
+    return {"target": c.target, "scheme": c.scheme, "importance": c.importance, "threads": c.threads,
+            "keep": {b.name: k for b, k in zip(space.buckets, c.keep)}}
 
 
 def _costs_dict(c: Costs) -> dict[str, float]:
@@ -222,21 +239,26 @@ class Planner:
         n = min(settings.sensitivity_samples, len(dataset.eval_x))
         self._subset = np.random.default_rng(settings.seed).permutation(len(dataset.eval_x))[:n]
         self._nodes: dict[tuple[float, ...], list] = {}
-        self._tuned: dict[tuple[float, ...], Tuned] = {}
-        self._ranked: dict[tuple[float, ...], Tuned] = {}  # briefly fine-tuned (rank_epochs < finetune_epochs)
-        self._sensitivity: Sensitivity | None = None
+        # fine-tuned models by Candidate.prune_key (keep ratios, importance criterion)
+        self._tuned: dict[tuple[tuple[float, ...], str], Tuned] = {}
+        self._ranked: dict[tuple[tuple[float, ...], str], Tuned] = {}  # briefly (rank_epochs < finetune_epochs)
+        self._sensitivity: dict[str, Sensitivity] = {}
 
     # ------------------------------------------------------------------------------------------ tiers 1-3
-    def space(self, targets: Sequence[str], schemes: Sequence[str], threads: int) -> SearchSpace:
-        return SearchSpace(self.buckets, tuple(schemes), tuple(targets), threads=threads, seed=self.settings.seed)
+    def space(self, targets: Sequence[str], schemes: Sequence[str], profile: DeviceProfile) -> SearchSpace:
+        s = self.settings
+        threads = (s.threads,) if s.threads is not None else thread_options(profile.default_threads)
+        return SearchSpace(self.buckets, tuple(schemes), tuple(targets), s.importances, threads, seed=s.seed)
 
-    def _plan(self, space: SearchSpace, keep: tuple[float, ...]) -> Plan:
-        return space.to_plan(Candidate(keep, space.schemes[0], space.targets[0]))
+    def _plan(self, space: SearchSpace, keep: tuple[float, ...], importance: str) -> Plan:
+        return space.to_plan(Candidate(keep, space.schemes[0], space.targets[0], importance))
 
-    def _architecture(self, space: SearchSpace, keep: tuple[float, ...], recalibrate: bool = False) -> torch.nn.Module:
-        """`keep` applied to the dense model, for its shapes (BatchNorm re-estimated when `recalibrate`); the
-        dense model itself for a keep of 1.0 everywhere."""
-        plan = self._plan(space, keep)
+    def _architecture(self, space: SearchSpace, keep: tuple[float, ...], importance: str | None = None,
+                      recalibrate: bool = False) -> torch.nn.Module:
+        """`keep` applied to the dense model with `importance` (default: the first searched; the shapes do not
+        depend on it), BatchNorm re-estimated when `recalibrate`; the dense model itself for a keep of 1.0
+        everywhere."""
+        plan = self._plan(space, keep, importance or space.importances[0])
         if not plan.layer_keep_ratios:
             return self.spec.module
         model = pruned_architecture(self.spec.module, self.example, plan)
@@ -245,31 +267,34 @@ class Planner:
             model.eval()
         return model
 
-    def sensitivity(self, space: SearchSpace) -> Sensitivity:
-        if self._sensitivity is None:
+    def sensitivity(self, space: SearchSpace, importance: str) -> Sensitivity:
+        """The per-stage sensitivity with channels ranked by `importance` (computed once per criterion)."""
+        if importance not in self._sensitivity:
             x, y = self.dataset.eval_x[self._subset], self.eval_y[self._subset]
 
             def accuracy_of(keep: tuple[float, ...]) -> float:
-                return float((_predict_classes(self._architecture(space, keep, recalibrate=True), x) == y).mean())
+                model = self._architecture(space, keep, importance, recalibrate=True)
+                return float((_predict_classes(model, x) == y).mean())
 
             total = len(self.buckets) * 3
-            with self.steps.step(f"Sensitivity of {len(self.buckets)} stages on {len(x)} samples", total=total) as up:
-                self._sensitivity = analyse(space, accuracy_of, progress=up)
-        return self._sensitivity
+            label = f"Sensitivity of {len(self.buckets)} stages ({importance} importance) on {len(x)} samples"
+            with self.steps.step(label, total=total) as up:
+                self._sensitivity[importance] = analyse(space, accuracy_of, progress=up)
+        return self._sensitivity[importance]
 
     def predicted(self, profile: DeviceProfile, space: SearchSpace, cand: Candidate):
         nodes = self._nodes.get(cand.keep)
         if nodes is None:
             nodes = self._nodes[cand.keep] = trace(self._architecture(space, cand.keep), self.example)
         features = lower(nodes, tuple(self.example.shape), cand.target, cand.scheme)
-        return predict_features(profile, features, space.threads)
+        return predict_features(profile, features, cand.threads)
 
-    def tuned(self, space: SearchSpace, keep: tuple[float, ...], brief: bool = False) -> Tuned:
-        """`keep` pruned, BatchNorm re-estimated, fine-tuned (`rank_epochs` when `brief`, else `finetune_epochs`)
-        and evaluated; cached by architecture."""
+    def tuned(self, space: SearchSpace, key: tuple[tuple[float, ...], str], brief: bool = False) -> Tuned:
+        """The candidate with prune key `key` (keep ratios, importance) pruned, BatchNorm re-estimated, fine-tuned
+        (`rank_epochs` when `brief`, else `finetune_epochs`) and evaluated; cached by that key."""
         epochs, cache = self._fine_tune_cache(brief)
-        if keep not in cache:
-            plan = self._plan(space, keep)
+        if key not in cache:
+            plan = self._plan(space, *key)
             model, summary = prune(self.spec.module, self.example, self.calib, plan)
             if not plan.layer_keep_ratios:
                 model = self.spec.module
@@ -281,10 +306,10 @@ class Planner:
                 config = RecoveryConfig(epochs=epochs, alpha=alpha, seed=self.settings.seed)
                 recovery = distill(model, self.spec.module, x, y, config)
             acc = float((_predict_classes(model, self.dataset.eval_x) == self.eval_y).mean())
-            cache[keep] = Tuned(model, acc, summary, recovery)
-        return cache[keep]
+            cache[key] = Tuned(model, acc, summary, recovery)
+        return cache[key]
 
-    def _fine_tune_cache(self, brief: bool) -> tuple[int, dict[tuple[float, ...], Tuned]]:
+    def _fine_tune_cache(self, brief: bool) -> tuple[int, dict[tuple[tuple[float, ...], str], Tuned]]:
         """(epochs, cache) of a brief or a full fine-tune; one cache when ranking already uses every epoch."""
         full = self.settings.finetune_epochs
         epochs = min(self.settings.rank_epochs, full) if brief else full
@@ -292,11 +317,11 @@ class Planner:
 
     def _final(self, space: SearchSpace, cand: Candidate) -> tuple[Tuned, float]:
         """The chosen candidate fine-tuned in full, and the seconds that took (0 when cached)."""
-        if cand.keep in self._tuned:
-            return self._tuned[cand.keep], 0.0
+        if cand.prune_key in self._tuned:
+            return self._tuned[cand.prune_key], 0.0
         start = time.perf_counter()
         with self.steps.step(f"Fine-tuning the chosen plan {cand.label()} ({self.settings.finetune_epochs} epochs)"):
-            tuned = self.tuned(space, cand.keep)
+            tuned = self.tuned(space, cand.prune_key)
         return tuned, time.perf_counter() - start
 
     # ------------------------------------------------------------------------------------------ one device
@@ -307,26 +332,31 @@ class Planner:
         (exit 3) saying which budget binds when no plan meets the budgets."""
         start = time.perf_counter()
         s = self.settings
-        space = self.space(targets, s.schemes, profile.default_threads)
+        space = self.space(targets, s.schemes, profile)
         limits = limits_of(profile)
         correction = Correction()
         percentile = profile.budget.latency_percentile
         counts = measure is not None and measured_on_device(profile, where)
 
+        known: dict[Candidate, Costs] = {}  # predicted costs under the current correction
+
         def costs(c: Candidate) -> Costs:
-            p = self.predicted(profile, space, c)
-            pair = (c.target, c.scheme)
-            latency = correction.apply(pair, "latency", p.latency_p50_ms)
-            return Costs(
-                latency_ms=latency,
-                model_size_mb=correction.apply(pair, "size", p.model_size_mb),
-                peak_memory_mb=correction.apply(pair, "memory", p.peak_memory_mb),
-                energy_mj=p.energy_mj * latency / max(p.latency_p50_ms, 1e-9),
-            )
+            if c not in known:
+                p = self.predicted(profile, space, c)
+                key = (c.target, c.scheme, c.threads)
+                latency = correction.apply(key, "latency", p.latency_p50_ms)
+                known[c] = Costs(
+                    latency_ms=latency,
+                    model_size_mb=correction.apply(key, "size", p.model_size_mb),
+                    peak_memory_mb=correction.apply(key, "memory", p.peak_memory_mb),
+                    energy_mj=p.energy_mj * latency / max(p.latency_p50_ms, 1e-9),
+                )
+            return known[c]
 
         def learn(c: Candidate, m: Measurement) -> dict[str, float | None]:
+            known.clear()
             p = self.predicted(profile, space, c)
-            pair = (c.target, c.scheme)
+            pair = (c.target, c.scheme, c.threads)
             latency = m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
             correction.add(pair, "latency", p.latency_p50_ms, latency)
             correction.add(pair, "size", p.model_size_mb, m.size_bytes / 1e6)
@@ -336,38 +366,42 @@ class Planner:
 
         rounds: list[RoundReport] = []
         finetuned: list[dict[str, Any]] = []
-        anchored: set[tuple[str, str]] = set()
+        anchored: set[tuple[str, str, int]] = set()
 
-        def anchor(target: str, scheme: str) -> dict[str, float | None]:
-            dense = space.dense(scheme, target)
-            anchored.add((target, scheme))
-            with self.steps.step(f"Measuring the unpruned model ({target}, {scheme}) on {where}"):
+        def anchor(target: str, scheme: str, threads: int) -> dict[str, float | None]:
+            dense = space.dense(scheme, target, threads=threads)
+            anchored.add((target, scheme, threads))
+            with self.steps.step(f"Measuring the unpruned model ({target}, {scheme}, {threads} threads) on {where}"):
                 return learn(dense, measure(space.to_plan(dense), self.spec.module))
 
         if s.objective == "accuracy":  # the unpruned model at the most faithful scheme, if it fits, is the answer
             scheme = min(space.schemes, key=SCHEME_PREFERENCE.index)
             for target in space.targets:
-                dense = space.dense(scheme, target)
-                got = anchor(target, scheme) if counts else {}
-                fits = _met(limits, got, headroom=s.margin / 2) if counts else limits.met(costs(dense), s.margin)
+                for threads in space.threads:  # fewest threads first: cores left to the app
+                    dense = space.dense(scheme, target, threads=threads)
+                    got = anchor(target, scheme, threads) if counts else {}
+                    fits = _met(limits, got, headroom=s.margin / 2) if counts else limits.met(costs(dense), s.margin)
+                    if fits:
+                        break
                 if fits:
-                    tuned = self.tuned(space, dense.keep)
+                    tuned = self.tuned(space, dense.prune_key)
                     action = ("the unpruned model meets every budget: nothing to prune" if counts else
                               f"predicted to meet every budget (not measured: {where} is not {profile.name})")
                     rounds.append(RoundReport(1, dense.label(), _costs_dict(costs(dense)), got, counts, action))
                     return DevicePlan(profile.name, dense, space, tuned, costs(dense), rounds, [], 1, [],
                                       time.perf_counter() - start, None)
 
-        if counts:  # anchor the cost model on this device: the unpruned model, once per (target, scheme)
+        if counts:  # anchor the cost model on this device: the unpruned model, once per (target, scheme, threads)
             for target in space.targets:
                 for scheme in space.schemes:
-                    if (target, scheme) not in anchored:
-                        anchor(target, scheme)
+                    for threads in space.threads:
+                        if (target, scheme, threads) not in anchored:
+                            anchor(target, scheme, threads)
 
-        sens = self.sensitivity(space)
+        sens = {importance: self.sensitivity(space, importance) for importance in space.importances}
 
         def proxy(c: Candidate) -> float:
-            return sens.proxy_accuracy(c.keep)
+            return sens[c.importance].proxy_accuracy(c.keep)
 
         accepted: tuple[Candidate, Costs, Tuned, Measurement | None] | None = None
         probed: set[Candidate] = set()
@@ -375,6 +409,9 @@ class Planner:
         for round_no in range(1, s.max_rounds + 1):
             visits = self._search(space, costs, proxy, limits)
             feasible = [v for v in visits if limits.met(costs(v.candidate), s.margin)]
+            # a feasible plan at another thread count is a plan too (a search visits only some thread counts)
+            feasible += [replace(v, candidate=c, costs=costs(c)) for v in list(feasible) for n in space.threads
+                         if (c := replace(v.candidate, threads=n)) != v.candidate and limits.met(costs(c), s.margin)]
             if not feasible:
                 if accepted is not None:
                     break
@@ -430,34 +467,38 @@ class Planner:
             )
         front = self._front(space, visits, costs, proxy)
         return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
-                          time.perf_counter() - start, measured, final_s)
+                          time.perf_counter() - start, measured, final_s, sens)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
         s = self.settings
         if s.strategy == "optuna":
-            pairs = [(t, sc) for t in space.targets for sc in space.schemes]
-            return optuna_search(space, pairs, costs, proxy, limits, s.margin, s.optuna_trials, s.time_budget_s, s.seed)
+            return optuna_search(space, costs, proxy, limits, s.margin, s.optuna_trials, s.time_budget_s, s.seed)
         visits: list[Visit] = []
         deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
-        for target in space.targets:
-            for scheme in space.schemes:
-                if deadline is not None and time.monotonic() > deadline and visits:
-                    break
-                visits += greedy(space, space.dense(scheme, target), costs, proxy, limits, s.margin)
+        for start in space.starts():
+            if deadline is not None and time.monotonic() > deadline and visits:
+                break
+            visits += greedy(space, start, costs, proxy, limits, s.margin)
         return visits
 
     def _choose(self, space, feasible: list[Visit], costs, profile: DeviceProfile,
                 finetuned: list[dict[str, Any]]) -> Candidate:
         """Tier 3 on the best feasible candidates: the most accurate after a brief fine-tune (objective
-        'accuracy'), or the fastest within the accuracy budget (objective 'latency')."""
+        'accuracy'), or the fastest within the accuracy budget (objective 'latency'). Of the feasible variants of
+        one pruned model, the most faithful scheme wins, then (objective 'accuracy') the fewest threads, leaving
+        cores to the app, then the fastest."""
         rank = {sc: i for i, sc in enumerate(SCHEME_PREFERENCE)}
-        best_per_arch: dict[tuple[float, ...], Visit] = {}
+        fewest_threads = self.settings.objective == "accuracy"
+
+        def preference(c: Candidate) -> tuple:
+            return (rank[c.scheme], c.threads if fewest_threads else 0, costs(c).latency_ms)
+
+        best_per_arch: dict[tuple[tuple[float, ...], str], Visit] = {}
         for v in feasible:
-            old = best_per_arch.get(v.candidate.keep)
-            key = (rank[v.candidate.scheme], costs(v.candidate).latency_ms)
-            if old is None or key < (rank[old.candidate.scheme], costs(old.candidate).latency_ms):
-                best_per_arch[v.candidate.keep] = v
+            old = best_per_arch.get(v.candidate.prune_key)
+            if old is None or preference(v.candidate) < preference(old.candidate):
+                best_per_arch[v.candidate.prune_key] = v
         options = list(best_per_arch.values())
         if self.settings.objective == "latency":
             options.sort(key=lambda v: costs(v.candidate).latency_ms)
@@ -494,10 +535,10 @@ class Planner:
 
     def _tune_logged(self, space: SearchSpace, v: Visit, finetuned: list[dict[str, Any]]) -> Tuned:
         epochs, cache = self._fine_tune_cache(brief=True)
-        fresh = v.candidate.keep not in cache
+        fresh = v.candidate.prune_key not in cache
         label = f"Fine-tuning {v.candidate.label()} briefly ({epochs} epochs)"
         with self.steps.step(label) if fresh else nullcontext():
-            tuned = self.tuned(space, v.candidate.keep, brief=True)
+            tuned = self.tuned(space, v.candidate.prune_key, brief=True)
         entry = _candidate_dict(v.candidate, space) | {"proxy_accuracy": round(v.proxy_accuracy, 4),
                                                        "accuracy": tuned.accuracy, "epochs": epochs,
                                                        "params": tuned.summary.params_after}
@@ -512,13 +553,13 @@ class Planner:
 
     def _front(self, space, visits: list[Visit], costs, proxy) -> list[dict[str, Any]]:
         points = [(v.candidate, costs(v.candidate), proxy(v.candidate)) for v in visits]
-        unique = list({(c.keep, c.target, c.scheme): (c, k, a) for c, k, a in points}.values())
+        unique = list({c: (c, k, a) for c, k, a in points}.values())
         front = pareto_front(unique, accuracy=lambda p: p[2], latency_ms=lambda p: p[1].latency_ms)
         out = []
         for c, k, a in front:
             entry = _candidate_dict(c, space) | {"proxy_accuracy": round(a, 4), "predicted": _costs_dict(k)}
-            if c.keep in self._tuned:
-                entry["accuracy"] = self._tuned[c.keep].accuracy
+            if c.prune_key in self._tuned:
+                entry["accuracy"] = self._tuned[c.prune_key].accuracy
             out.append(entry)
         return out
 

@@ -66,7 +66,9 @@ def _add_budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-mj", type=_positive_float, help="override the energy-per-inference budget")
     p.add_argument("--max-accuracy-drop", type=_non_negative_float, help="override the allowed accuracy drop, in points")
     p.add_argument("--round-to", type=int, default=8, help="round pruned channel counts to this multiple (default 8)")
-    p.add_argument("--importance", default="l2", help="channel importance: l2 (default), l1, bn-scale, fpgm, random")
+    p.add_argument("--importance",
+                   help="channel importance: l2, l1, bn-scale, fpgm, random (default: l2 for a fixed plan; the planner "
+                        "searches l2 and fpgm, or only this one when given)")
     p.add_argument("--finetune-epochs", type=int, default=10,
                    help="distillation epochs after pruning, on labelled train data (default 10; 0 = none)")
 
@@ -78,6 +80,8 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schemes", default="fp32,int8",
                    help="quantisation schemes the search may choose, comma-separated (default fp32,int8)")
     p.add_argument("--time-budget", type=_positive_float, help="seconds the search may take (default: no limit)")
+    p.add_argument("--threads", type=int,
+                   help="thread count of the plan (default: search 1, 2, 4, ... up to the profile's default_threads)")
     p.add_argument("--rank-epochs", type=int, default=3,
                    help="brief fine-tune epochs of each top candidate while ranking them (default 3); the chosen "
                         "plan then gets --finetune-epochs")
@@ -297,6 +301,8 @@ def _plan_settings(args: argparse.Namespace):
 
     return PlanSettings(
         schemes=tuple(x.strip() for x in args.schemes.split(",") if x.strip()),
+        importances=(args.importance,) if args.importance else PlanSettings.importances,
+        threads=args.threads,
         strategy=args.strategy,
         objective="latency" if args.minimize == "latency" else "accuracy",
         time_budget_s=args.time_budget,
@@ -336,7 +342,7 @@ def _request(args: argparse.Namespace, **fields: Any):
                 "max_accuracy_drop_pct": args.max_accuracy_drop,
             },
             round_to=args.round_to,
-            importance=args.importance,
+            importance=args.importance or "l2",
             finetune_epochs=args.finetune_epochs,
         )
     return BuildRequest(**(common | fields))
@@ -365,6 +371,7 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         targets=tuple(args.targets or ()),
         prune=args.prune or 0.0,
         quant=args.quant or "fp32",
+        threads=args.threads,
         plan_settings=_plan_settings(args) if planning else None,
     )
     return _run_build(args, out, request)
@@ -391,6 +398,7 @@ def _cmd_apply(args: argparse.Namespace, out: Console) -> int:
         round_to=recipe.plan.round_to,
         seed=recipe.plan.seed,
         finetune_epochs=recipe.finetune_epochs,
+        threads=recipe.plan.threads,
     )
     return _run_build(args, out, request)
 
@@ -400,7 +408,8 @@ def _print_plan(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
         chosen = dev["planning"]["chosen"]
         keep = ", ".join(f"{k} {v:g}" for k, v in chosen["keep"].items())
         p = chosen["predicted"]
-        out.print(f"{dev['device']}: {chosen['target']} {chosen['scheme']}, keep {keep}; accuracy "
+        out.print(f"{dev['device']}: {chosen['target']} {chosen['scheme']}, {chosen['importance']} importance, "
+                  f"{chosen['threads']} thread(s), keep {keep}; accuracy "
                   f"{chosen['accuracy']:.2%}; predicted {p['latency_ms']:.4g} ms, {p['model_size_mb']:.3g} MB")
         for r in dev["planning"]["rounds"]:
             out.print(f"  round {r['round']}: {r['candidate']}: {r['action']}")

@@ -68,9 +68,9 @@ def assess_quality(
     )
 
 
-def modelled_energy_mj(profile: DeviceProfile, latency_ms: float) -> float:
-    """Energy per inference from the profile's power model: active watts × latency (W·ms = mJ)."""
-    return profile.power.active_w * latency_ms
+def modelled_energy_mj(profile: DeviceProfile, latency_ms: float, threads: int | None = None) -> float:
+    """Energy per inference from the profile's power model: active watts at `threads` × latency (W·ms = mJ)."""
+    return profile.active_power_w(threads) * latency_ms
 
 
 def _limit_check(name: str, unit: str, value: float | None, limit: float, on_device: bool, note: str) -> BudgetCheck:
@@ -110,7 +110,7 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
         if energy is not None:
             checks.append(_limit_check("energy", "mJ", energy, energy_limit, on_device, "measured"))
         else:
-            modelled = modelled_energy_mj(profile, measurement.latency_p50_ms)
+            modelled = modelled_energy_mj(profile, measurement.latency_p50_ms, measurement.threads)
             note = (
                 f"modelled, not measured: {profile.power.active_w} W active × p50 latency "
                 f"measured on {measurement.where}; no energy counter was read"

@@ -62,6 +62,8 @@ class BuildRequest:
     round_to: int = 8
     importance: str = "l2"
     finetune_epochs: int = 10
+    threads: int | None = None
+    """Threads a fixed plan runs (and is measured) with; None: each profile's `default_threads`."""
     """Epochs of distillation fine-tuning after pruning (needs labelled train data; 0 = BN recalibration only)."""
     runs: int = 50
     warmup: int = 10
@@ -122,6 +124,8 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
         raise ConfigError(f"--runs {request.runs} / --warmup {request.warmup}: need runs >= 1 and warmup >= 0")
     if request.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs {request.finetune_epochs} must be >= 0")
+    if request.threads is not None and request.threads < 1:
+        raise ConfigError(f"--threads {request.threads} must be >= 1")
     if request.on == "adb:all":
         raise ConfigError("--on adb:all measures a finished build on every attached device: use 'edgeprune validate DIST --on adb:all'")
     if len(set(request.devices)) != len(request.devices):
@@ -199,6 +203,11 @@ class _Assignment:
     planning: dict[str, Any] | None = None
     measurement: Measurement | None = None
     """The planner's last measurement of the chosen plan (timing only)."""
+    threads: int | None = None
+    """Threads the plan runs with (None: the device profile's `default_threads`)."""
+
+    def threads_on(self, prof: DeviceProfile) -> int:
+        return self.threads or prof.default_threads
 
 
 def build(request: BuildRequest, steps: Steps | None = None) -> BuildResult:
@@ -269,8 +278,8 @@ class _Exports:
         return self._measured[key]
 
 
-def _threads(prof: DeviceProfile, runner: Any) -> int:
-    threads = prof.default_threads
+def _threads(threads: int, runner: Any) -> int:
+    """`threads`, capped at this machine's cores when the runner is the host."""
     if runner.where == "host":
         threads = min(threads, os.cpu_count() or 1)
     return threads
@@ -283,15 +292,14 @@ def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: St
     planner = Planner(spec, dataset, request.plan_settings, steps)
     out = {}
     for prof in profiles:
-        threads = _threads(prof, exports.runner)
 
         def measure(plan: Plan, model: torch.nn.Module) -> Measurement:
-            return exports.measure(model, plan, threads, timing_only=True)
+            return exports.measure(model, plan, _threads(plan.threads, exports.runner), timing_only=True)
 
         chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where)
         plan = chosen.plan
         out[prof.name] = _Assignment(chosen.tuned.model, plan, (plan.target,), chosen.tuned.summary,
-                                     chosen.tuned.recovery, chosen.report(), chosen.measurement)
+                                     chosen.tuned.recovery, chosen.report(), chosen.measurement, plan.threads)
     return out
 
 
@@ -323,8 +331,8 @@ def _build(
         exports = _Exports(staging, example, calib, dataset, runner, request, steps)
         if request.plan_settings is None:
             pruned, plan, summary, recovery = _fixed_plan(request, spec, dataset, steps, targets)
-            assignments = {p.name: _Assignment(pruned, plan, targets_by_device[p.name], summary, recovery)
-                           for p in profiles}
+            assignments = {p.name: _Assignment(pruned, plan, targets_by_device[p.name], summary, recovery,
+                                               threads=request.threads) for p in profiles}
         else:
             assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports)
         if request.plan_only:
@@ -333,7 +341,7 @@ def _build(
         device_reports: dict[str, list[ArtifactReport]] = {}
         for prof in profiles:
             job = assignments[prof.name]
-            threads = _threads(prof, runner)
+            threads = _threads(job.threads_on(prof), runner)
             reports = []
             for target in job.targets:
                 plan = Plan(**{**job.plan.to_dict(), "target": target})
@@ -346,7 +354,7 @@ def _build(
                         f"({quality.parity_metric} {quality.parity_value:.6g}, limit {quality.parity_limit:.6g})"
                     )
                 file = f"model{ARTIFACT_SUFFIX[target]}"
-                predicted = predict(prof, job.model, example, target, plan.scheme, prof.default_threads).to_dict()
+                predicted = predict(prof, job.model, example, target, plan.scheme, job.threads_on(prof)).to_dict()
                 verdict = judge(prof, measurement, quality)
                 reports.append(ArtifactReport(target, file, result, measurement, quality, verdict, predicted))
             device_reports[prof.name] = reports
@@ -358,7 +366,7 @@ def _build(
             device_dir.mkdir()
             for rep in reports:
                 shutil.copyfile(rep.export.artifact.path, device_dir / rep.file)
-            manifest = _manifest(prof, spec, dataset, job.prune_summary, job.recovery, reports)
+            manifest = _manifest(prof, spec, dataset, job.prune_summary, job.recovery, reports, job.threads_on(prof))
             atomic_write_json(device_dir / "manifest.json", manifest)
             if job.planning is not None:
                 write_plan_yaml(device_dir / "plan.yaml", _recipe(spec, prof, job, reports[0].measurement))
@@ -490,6 +498,7 @@ def _manifest(
     prune_summary: PruneSummary,
     recovery: RecoverySummary | None,
     reports: list[ArtifactReport],
+    threads: int,
 ) -> dict[str, Any]:
     artifacts = []
     for rep in reports:
@@ -503,7 +512,7 @@ def _manifest(
                 "size_bytes": art.size_bytes,
                 "inputs": [t.to_dict() for t in art.inputs],
                 "outputs": [t.to_dict() for t in art.outputs],
-                "plan": art.plan.to_dict() | {"threads": profile.default_threads},
+                "plan": art.plan.to_dict() | {"threads": threads},
                 "lowering": art.lowering,
                 "export_s": round(art.export_s, 3),
                 "quality": rep.quality.to_dict(),

@@ -201,6 +201,14 @@ class DeviceProfile(_Strict):
     def energy_limit_mj(self) -> float | None:
         return self.budget.energy_limit_mj(self.power.battery_wh)
 
+    def active_power_w(self, threads: int | None = None) -> float:
+        """Package power while inference runs on `threads` threads (default: the app's). `power.active_w` is the
+        figure at `default_threads`; the part above idle (the busy cores' dynamic power) scales with the share of
+        those threads in use, the idle part does not."""
+        busy = min(max(1, threads or self.default_threads), self.total_cores)
+        dynamic_w = max(0.0, self.power.active_w - self.power.idle_w)
+        return self.power.idle_w + dynamic_w * busy / self.default_threads
+
     def with_budget(self, **overrides: float | None) -> DeviceProfile:
         """A copy whose budget has the given (non-None) fields replaced, validated again."""
         changes = {k: v for k, v in overrides.items() if v is not None}

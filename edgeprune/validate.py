@@ -130,10 +130,11 @@ def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, th
     results = []
     for build in find_builds(path):
         data = _eval_data(build.manifest)
-        n_threads = threads or _profile(build.manifest).default_threads
-        if runner.where == "host":
-            n_threads = min(n_threads, os.cpu_count() or 1)
         for entry in build.manifest["artifacts"]:
+            # the plan's thread count (what the app runs with), else the profile's
+            n_threads = threads or entry.get("plan", {}).get("threads") or _profile(build.manifest).default_threads
+            if runner.where == "host":
+                n_threads = min(n_threads, os.cpu_count() or 1)
             artifact = _artifact(build.folder, entry)
             measurement = runner.measure(artifact, data.eval_x, warmup=warmup, runs=runs, threads=n_threads)
             results.append(_record(build, entry, measurement, data.eval_y))

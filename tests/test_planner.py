@@ -14,6 +14,8 @@ from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
 from edgeprune.planner.search import Costs, Limits, greedy
 from edgeprune.planner.sensitivity import Sensitivity
+from edgeprune.planner.space import thread_options
+from edgeprune.profiles import load_profile
 from edgeprune.prune import channel_groups, prune
 from edgeprune.types import ChannelGroup
 
@@ -45,6 +47,32 @@ def test_digits_groups_and_plan_round_trip_through_prune(digits_model):
     assert summary.macs_after < summary.macs_before
     assert any(root.rsplit(".", 1)[0] in changed for root in space.buckets[0].roots)
     assert space.step_down(Candidate((0.25,) * len(space.buckets), "int8", "executorch"), 0) is None
+
+
+def test_candidates_carry_criterion_and_threads_and_share_pruned_models_across_threads():
+    assert thread_options(1) == (1,) and thread_options(4) == (1, 2, 4) and thread_options(6) == (1, 2, 4, 6)
+    space = SearchSpace(make_buckets(_groups([100, 100]), max_buckets=2), ("fp32", "int8"), ("executorch",),
+                        importances=("l2", "fpgm"), threads=(1, 2))
+    assert len(space.starts()) == 2 * 2 * 2  # scheme x criterion x threads, one target
+    cand = Candidate((0.5, 1.0), "int8", "executorch", "fpgm", 2)
+    plan = space.to_plan(cand)
+    assert plan.importance == "fpgm" and plan.threads == 2 and plan.scheme == "int8"
+    down = space.step_down(cand, 1)
+    assert down == Candidate((0.5, 0.875), "int8", "executorch", "fpgm", 2)
+    # the pruned model (and its fine-tuned weights) depends on the keep ratios and the criterion only
+    assert Candidate((0.5, 1.0), "fp32", "executorch", "fpgm", 1).prune_key == cand.prune_key
+    assert Candidate((0.5, 1.0), "int8", "executorch", "l2", 2).prune_key != cand.prune_key
+    assert space.dense("fp32", "executorch").threads == 2  # the unpruned model at the most threads by default
+
+
+def test_power_at_fewer_threads_scales_the_dynamic_part_only():
+    prof = load_profile("pixel-8")
+    assert prof.active_power_w() == pytest.approx(prof.power.active_w)
+    assert prof.active_power_w(prof.default_threads) == pytest.approx(prof.power.active_w)
+    one = prof.active_power_w(1)
+    dynamic = prof.power.active_w - prof.power.idle_w
+    assert one == pytest.approx(prof.power.idle_w + dynamic / prof.default_threads)
+    assert prof.power.idle_w < one < prof.power.active_w
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -130,6 +158,14 @@ def test_budget_driven_build_meets_the_budget_with_a_measured_plan(planned):
     drop = art["quality"]["accuracy_drop_pct"]
     assert drop is not None and drop <= 2.0  # host's accuracy budget
     assert (out / "host" / "plan.yaml").is_file()
+    # threads and the importance criterion were searched; the build measured at the chosen thread count
+    chosen = planning["chosen"]
+    assert planning["searched"]["importance"] == ["l2", "fpgm"] and set(planning["sensitivity"]) == {"l2", "fpgm"}
+    assert chosen["importance"] in ("l2", "fpgm") and chosen["threads"] in planning["searched"]["threads"]
+    assert art["plan"]["threads"] == chosen["threads"] and art["plan"]["importance"] == chosen["importance"]
+    assert art["measured"]["threads"] == chosen["threads"]
+    recipe = yaml.safe_load((out / "host" / "plan.yaml").read_text())
+    assert recipe["plan"]["threads"] == chosen["threads"] and recipe["plan"]["importance"] == chosen["importance"]
 
 
 def test_apply_replays_the_plan_to_the_same_architecture(planned, tmp_path, capsys):
@@ -201,6 +237,26 @@ def test_minimize_latency_needs_labelled_data_and_bad_strategy_is_refused(tmp_pa
     assert code == 2 and "labelled eval data" in err
 
 
+def test_thread_count_is_searched_against_the_latency_budget(tmp_path, capsys, digits_model):
+    # predictions only (pixel-8 measured here does not count): the unpruned model fits a budget at 2 threads but not
+    # at 1, so the planner keeps it unpruned and runs it on 2 threads; with a looser budget 1 thread is enough
+    from edgeprune.cost.model import predict
+
+    prof = load_profile("pixel-8")
+    example = torch.zeros(1, 1, 8, 8)
+    at = {n: predict(prof, digits_model, example, "executorch", "fp32", n).latency_p50_ms for n in (1, 2)}
+    assert at[1] > at[2] * 1.3
+    for budget, threads in ((at[2] / 0.95 * 1.05, 2), (at[1] / 0.95 * 1.05, 1)):
+        code, summary, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8",
+                                       "--target", "executorch", "--schemes", "fp32", "--latency-ms", f"{budget:.6f}",
+                                       "--out", str(tmp_path / f"p{threads}"), "--json")
+        assert code == 0, err
+        chosen = summary["devices"][0]["planning"]["chosen"]
+        assert chosen["threads"] == threads and all(k == 1.0 for k in chosen["keep"].values()), chosen
+    code, _, err = _json_run(capsys, "plan", "--model", "examples:digits", "--threads", "0", "--out", str(tmp_path / "z"))
+    assert code == 2 and "--threads 0" in err
+
+
 def test_optuna_strategy_finds_a_plan_within_the_predicted_budget(tmp_path, capsys, digits_model):
     code, summary, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8", "--target",
                                    "executorch", "--strategy", "optuna", "--size-mb", "0.12", "--finetune-epochs", "2",
@@ -209,3 +265,4 @@ def test_optuna_strategy_finds_a_plan_within_the_predicted_budget(tmp_path, caps
     chosen = summary["devices"][0]["planning"]["chosen"]
     assert chosen["predicted"]["model_size_mb"] <= 0.12 * 0.95
     assert any(k < 1.0 for k in chosen["keep"].values())
+    assert chosen["threads"] == 1  # a size budget is met at any thread count: the fewest win

@@ -306,7 +306,8 @@ def predict_features(
         size_c = next((s for s in profile.cost_model.size if (s.target, s.scheme) == (f.target, f.scheme)), None)
     size = size_bytes(f, size_c)
     mem, mem_method = peak_memory_bytes(f, size)
-    energy_mj = profile.power.active_w * lat_ms  # W x ms = mJ
+    power_w = profile.active_power_w(threads)
+    energy_mj = power_w * lat_ms  # W x ms = mJ
     battery = None
     rate = profile.budget.inferences_per_hour
     if profile.power.battery_wh and rate:
@@ -327,7 +328,8 @@ def predict_features(
         kernels=len(f.kernels),
         notes=tuple(notes) + tuple(f.notes),
         memory_method=mem_method,
-        energy_method=f"active power {profile.power.active_w} W x predicted latency (profile power model)",
+        energy_method=(f"active power {power_w:.3g} W at {threads} thread(s) x predicted latency (profile power model: "
+                       f"{profile.power.active_w} W at {profile.default_threads}, dynamic part scaled by threads)"),
     )
 
 

@@ -34,8 +34,8 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_bytes
-from edgeprune.errors import ConfigError
-from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
+from edgeprune.errors import ConfigError, UnsupportedModelError
+from edgeprune.export.base import Exporter, ExportResult, first_line, quiet_capture, reference_for, unsupported
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 # Call nodes that are bookkeeping, not operators executed at run time.

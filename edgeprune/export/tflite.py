@@ -6,7 +6,8 @@ Schemes:
 - ``fp16``: the fp32 flatbuffer with fp16 weights (ai-edge-quantizer FLOAT_CASTING, weight-only, 16 bits); the
   runtime inserts DEQUANTIZE ops and computes in float32, I/O stays float32. Reference: the fp32 module.
 - ``int8``: static int8 through PT2E with litert-torch's ``PT2EQuantizer`` (per-channel symmetric weights, static
-  activations), calibrated on the calibration rows, converted with ``QuantConfig(pt2e_quantizer=q)``. The model's
+  activations; concatenations share one scale, see `_cat_sharing_quantizer`), calibrated on the calibration rows,
+  converted with ``QuantConfig(pt2e_quantizer=q)``. The model's
   input and output tensors are int8; their scale / zero point are recorded in the TensorSpecs. Reference: the PT2E
   fake-quantised module (the one that was converted).
 - ``int8-dynamic``: dynamic-range int8 weights (ai-edge-quantizer ``dynamic_wi8_afp32``), float I/O. Reference: the
@@ -183,7 +184,7 @@ class TFLiteExporter(Exporter):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = pt2e.PT2EQuantizer().set_global(
+        quantizer = _cat_sharing_quantizer(pt2e).set_global(
             pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         )
         step[:] = ["capture", ""]
@@ -207,6 +208,7 @@ class TFLiteExporter(Exporter):
             "reference": "pt2e_fake_quant",
             "quantizer": "litert_torch PT2EQuantizer, symmetric per-channel int8 weights, static int8 activations",
             "calibration_samples": int(len(calibration)),
+            "concatenations_sharing_one_scale": quantizer.cats_annotated,
         }
         return content, reference_for(graph, batch=1), lowering
 
@@ -229,6 +231,40 @@ class TFLiteExporter(Exporter):
             algorithm_key=algos.AlgorithmName.FLOAT_CASTING,
         )
         return bytes(qt.quantize(enable_progress_report=False).quantized_model)
+
+
+def _cat_sharing_quantizer(pt2e):
+    """litert-torch's PT2EQuantizer, plus the concatenations its 'cat' annotator misses.
+
+    That annotator finds concatenations by their source function, which `torch.export` no longer records as
+    `torch.cat`, so none is annotated: the PT2E graph then concatenates inputs of different scales, and the LiteRT
+    converter gives the int8 CONCATENATION the first input's scale without requantising the others (their values
+    saturate: top-1 agreement 0 on densenet / inception_v3). Every unannotated `aten.cat` gets the annotation the
+    TFLite int8 spec needs: inputs and output share one observer, so one scale covers them all.
+    """
+    from torch.fx import Node
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    class CatSharingQuantizer(pt2e.PT2EQuantizer):
+        cats_annotated = 0
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if node.target != torch.ops.aten.cat.default or "quantization_annotation" in node.meta:
+                    continue
+                inputs = [a for a in node.args[0] if isinstance(a, Node)]
+                if not inputs or self.global_config is None:
+                    continue
+                shared = SharedQuantizationSpec((inputs[0], node))
+                qspecs = {inputs[0]: self.global_config.input_activation} | {a: shared for a in inputs[1:]}
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=qspecs, output_qspec=shared, _annotated=True
+                )
+                self.cats_annotated += 1
+            return model
+
+    return CatSharingQuantizer()
 
 
 EXPORTER = TFLiteExporter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from edgeprune.errors import ConfigError, MissingDependencyError
 from edgeprune.planner.space import Candidate, SearchSpace
@@ -122,7 +122,6 @@ def greedy(
 
 def optuna_search(
     space: SearchSpace,
-    pairs: Iterable[tuple[str, str]],
     costs: CostFn,
     proxy: ProxyFn,
     limits: Limits,
@@ -131,21 +130,24 @@ def optuna_search(
     time_budget_s: float | None = None,
     seed: int = 0,
 ) -> list[Visit]:
-    """Optuna NSGA-II over keep ratios per bucket, scheme and target: maximise proxy accuracy, minimise predicted
-    latency, with the budgets as constraints (Optuna's constrained dominance). Returns every trial."""
+    """Optuna NSGA-II over keep ratios per bucket, (target, scheme), importance criterion and threads: maximise proxy
+    accuracy, minimise predicted latency, with the budgets as constraints (Optuna's constrained dominance). Returns
+    every trial."""
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - the extra is part of the test install
         raise MissingDependencyError("optuna", extra="planner") from exc
     if trials < 1:
         raise ConfigError(f"optuna trials {trials} must be >= 1")
-    pairs = list(pairs)
+    pairs = [(t, sc) for t in space.targets for sc in space.schemes]
     visits: list[Visit] = []
 
     def objective(trial: "optuna.Trial") -> tuple[float, float]:
         keep = tuple(trial.suggest_categorical(b.name, list(space.keep_grid)) for b in space.buckets)
         target, scheme = pairs[trial.suggest_categorical("pair", list(range(len(pairs))))]
-        cand = Candidate(keep, scheme, target)
+        importance = trial.suggest_categorical("importance", list(space.importances))
+        threads = trial.suggest_categorical("threads", list(space.threads))
+        cand = Candidate(keep, scheme, target, importance, threads)
         c = costs(cand)
         acc = proxy(cand)
         visits.append(Visit(cand, c, acc, trial.number))
@@ -156,8 +158,11 @@ def optuna_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.NSGAIISampler(seed=seed)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    for target, scheme in pairs:  # seed the population with the dense plans
-        study.enqueue_trial({**{b.name: 1.0 for b in space.buckets}, "pair": pairs.index((target, scheme))})
+    for start in space.starts():  # seed the population with the dense plans (the criterion changes nothing there)
+        if start.importance != space.importances[0]:
+            continue
+        study.enqueue_trial({**{b.name: 1.0 for b in space.buckets}, "pair": pairs.index((start.target, start.scheme)),
+                             "importance": start.importance, "threads": start.threads})
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     study.optimize(objective, n_trials=trials, timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
     return visits

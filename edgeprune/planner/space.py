@@ -1,12 +1,13 @@
-"""The search space: channel groups bucketed into stages, a keep-ratio grid per bucket, scheme and target.
+"""The search space: channel groups bucketed into stages, a keep-ratio grid per bucket, the importance criterion,
+quantisation scheme, target and thread count.
 
-A `Candidate` fixes one keep ratio per bucket plus the quantisation scheme and target; `to_plan` turns it into the
-`Plan` the pruning stage takes (a keep ratio for the root layer of every group in a bucket).
+A `Candidate` fixes one keep ratio per bucket plus the criterion, scheme, target and threads; `to_plan` turns it into
+the `Plan` the pruning stage takes (a keep ratio for the root layer of every group in a bucket).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from edgeprune.errors import ConfigError
@@ -52,19 +53,33 @@ def make_buckets(groups: Sequence[ChannelGroup], max_buckets: int = MAX_BUCKETS)
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the space: a keep ratio per bucket, a scheme and a target."""
+    """One point of the space: a keep ratio per bucket, the importance criterion that picks the channels kept, a
+    scheme, a target and the thread count inference runs with."""
 
     keep: tuple[float, ...]
     scheme: str
     target: str
+    importance: str = "l2"
+    threads: int = 1
 
     @property
-    def prune_key(self) -> tuple[float, ...]:
-        """What decides the pruned architecture (and its fine-tuned weights): shared across schemes and targets."""
-        return self.keep
+    def prune_key(self) -> tuple[tuple[float, ...], str]:
+        """What decides the pruned model (and its fine-tuned weights): shared across schemes, targets and threads."""
+        return self.keep, self.importance
 
     def label(self) -> str:
-        return f"{self.target}/{self.scheme} keep {'/'.join(f'{k:g}' for k in self.keep)}"
+        return (f"{self.target}/{self.scheme} keep {'/'.join(f'{k:g}' for k in self.keep)} {self.importance}, "
+                f"{self.threads} thread{'s' if self.threads != 1 else ''}")
+
+
+def thread_options(default_threads: int) -> tuple[int, ...]:
+    """Thread counts worth searching up to the app's `default_threads`: powers of two and the default itself."""
+    options = {default_threads}
+    n = 1
+    while n < default_threads:
+        options.add(n)
+        n *= 2
+    return tuple(sorted(options))
 
 
 @dataclass(frozen=True)
@@ -72,21 +87,31 @@ class SearchSpace:
     buckets: tuple[Bucket, ...]
     schemes: tuple[str, ...]
     targets: tuple[str, ...]
+    importances: tuple[str, ...] = ("l2",)
+    threads: tuple[int, ...] = (1,)
     keep_grid: tuple[float, ...] = KEEP_GRID
-    importance: str = "l2"
     round_to: int = 8
-    threads: int = 1
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.schemes or not self.targets:
-            raise ConfigError("the plan search needs at least one quantisation scheme and one target")
+        if not self.schemes or not self.targets or not self.importances or not self.threads:
+            raise ConfigError("the plan search needs at least one quantisation scheme, target, importance criterion "
+                              "and thread count")
+        if min(self.threads) < 1:
+            raise ConfigError(f"thread counts {self.threads} must be >= 1")
         if sorted(self.keep_grid, reverse=True) != list(self.keep_grid) or self.keep_grid[0] != 1.0:
             raise ConfigError(f"keep grid {self.keep_grid} must start at 1.0 and decrease")
 
-    def dense(self, scheme: str, target: str) -> Candidate:
-        return Candidate(tuple(1.0 for _ in self.buckets), scheme, target)
+    def starts(self) -> list[Candidate]:
+        """The unpruned model at every (target, scheme, importance, threads): where each descent begins."""
+        return [self.dense(s, t, i, n) for t in self.targets for s in self.schemes
+                for i in self.importances for n in self.threads]
+
+    def dense(self, scheme: str, target: str, importance: str | None = None, threads: int | None = None) -> Candidate:
+        """The unpruned model (criterion: the first one; threads: the most, unless given)."""
+        return Candidate(tuple(1.0 for _ in self.buckets), scheme, target, importance or self.importances[0],
+                         threads or max(self.threads))
 
     def to_plan(self, candidate: Candidate) -> Plan:
         ratios = {
@@ -97,9 +122,9 @@ class SearchSpace:
             scheme=candidate.scheme,
             keep_ratio=1.0,
             layer_keep_ratios=ratios,
-            importance=self.importance,
+            importance=candidate.importance,
             round_to=self.round_to,
-            threads=self.threads,
+            threads=candidate.threads,
             seed=self.seed,
         )
 
@@ -110,4 +135,4 @@ class SearchSpace:
             return None
         keep = list(candidate.keep)
         keep[bucket] = self.keep_grid[index + 1]
-        return Candidate(tuple(keep), candidate.scheme, candidate.target)
+        return replace(candidate, keep=tuple(keep))
