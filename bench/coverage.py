@@ -416,6 +416,40 @@ def print_report(results: dict[str, dict], targets: list[str], schemes: list[str
                 print(f"  {name:<20} {cell:<18} {entry['status']:<11} {entry['reason']}{extra}")
 
 
+def markdown(doc: dict[str, Any], targets: tuple[str, ...] = TARGETS, schemes: tuple[str, ...] = SCHEMES) -> str:
+    """An earlier run's JSON as markdown: the summary per target and scheme, then one row per architecture."""
+    results = doc["results"]
+    ran = {n: r for n, r in results.items() if not r.get("skipped")}
+    summary = summarise(ran, list(targets), list(schemes))
+    lines = ["| target | scheme | pass | of which by a bench rule (weak) | unsupported | failed | pass % |",
+             "|---|---|---|---|---|---|---|"]
+    for t in targets:
+        for sc, c in summary[t]["per_scheme"].items():
+            lines.append(f"| {t} | {sc} | {c['pass']} | {c.get('pass_by_bench_rule', 0)} ({c.get('pass_weak', 0)}) | "
+                         f"{c['unsupported']} | {c['failed']} | {c['pass_pct']:.1f}% |")
+        lines.append(f"| {t} | every scheme | {summary[t]['all_schemes_pass']} of {summary[t]['architectures']} "
+                     f"architectures | | | | {summary[t]['all_schemes_pass_pct']:.1f}% |")
+    mark = {"pass": "pass", "unsupported": "unsupported", "failed": "**failed**"}
+    lines += ["", "| architecture | params (M) | input | " + " | ".join(f"{t} {' / '.join(schemes)}" for t in targets)
+              + " | wall (s) |", "|---|---|---|" + "---|" * len(targets) + "---|"]
+    for name, rec in sorted(results.items(), key=lambda kv: kv[1].get("params") or 0):
+        if rec.get("skipped"):
+            lines.append(f"| {name} | {rec['params'] / 1e6:.0f} | | skipped: {rec['skipped']} | | | |")
+            continue
+        cells = []
+        for t in targets:
+            statuses = []
+            for sc in schemes:
+                entry = rec["cells"].get(f"{t}/{sc}", {"status": "failed"})
+                weak = " (weak)" if entry.get("evidence", "").startswith("weak") else ""
+                statuses.append(mark[entry["status"]] + weak)
+            cells.append(" / ".join(statuses))
+        side = rec.get("input_shape", [0, 0, 0, 0])[-1]
+        lines.append(f"| {name} | {(rec.get('params') or 0) / 1e6:.1f} | {side} | " + " | ".join(cells)
+                     + f" | {rec.get('wall_s', 0):.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == CHILD_FLAG:
@@ -440,7 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-rss-gb", type=float, default=DEFAULT_MAX_RSS_GB,
                    help="kill an architecture's worker past this resident memory (recorded as failed)")
     p.add_argument("--force", action="store_true", help="rerun architectures already recorded in --out")
+    p.add_argument("--markdown", metavar="JSON", type=Path, help="print an earlier run's tables as markdown, and exit")
     a = p.parse_args(argv)
+    if a.markdown:
+        print(markdown(json.loads(a.markdown.read_text())))
+        return 0
 
     known = classification_models()
     names = known if not a.models else [n.strip() for n in a.models.split(",") if n.strip()]

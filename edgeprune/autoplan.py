@@ -103,8 +103,8 @@ MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
 
 
 class Correction:
-    """Maps the cost model's prediction to what the device measured, per (target, scheme, threads), from the plans measured
-    so far: linear between measured points, proportional to the nearest one outside them. The points are first
+    """Maps the cost model's prediction to what the device measured, per (target, scheme, threads), from the plans
+    measured so far: linear between measured points, proportional to the nearest one outside them. The points are first
     made monotonic (pool-adjacent-violators): a smaller prediction never maps to a larger latency, so one noisy
     measurement (a pruned plan timed slower than the dense one) cannot make every pruned plan look slower."""
 
