@@ -112,7 +112,8 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
         else:
             modelled = modelled_energy_mj(profile, measurement.latency_p50_ms, measurement.threads)
             note = (
-                f"modelled, not measured: {profile.power.active_w} W active × p50 latency "
+                f"modelled, not measured: {profile.active_power_w(measurement.threads):.3g} W active at "
+                f"{measurement.threads} thread(s) × p50 latency "
                 f"measured on {measurement.where}; no energy counter was read"
             )
             checks.append(BudgetCheck("energy", "mJ", modelled, energy_limit, "unverified", note))

@@ -62,9 +62,9 @@ class BuildRequest:
     round_to: int = 8
     importance: str = "l2"
     finetune_epochs: int = 10
+    """Epochs of distillation fine-tuning after pruning (needs labelled train data; 0 = BN recalibration only)."""
     threads: int | None = None
     """Threads a fixed plan runs (and is measured) with; None: each profile's `default_threads`."""
-    """Epochs of distillation fine-tuning after pruning (needs labelled train data; 0 = BN recalibration only)."""
     runs: int = 50
     warmup: int = 10
     seed: int = 0
