@@ -9,8 +9,8 @@ the thread count. Fidelity tiers, cheapest first:
    far (one correction per (target, scheme, threads), each anchored on the unpruned model);
 2. proxy accuracy: a per-bucket sensitivity analysis per importance criterion (each stage pruned alone, BatchNorm
    recalibrated, scored on an eval subset), shared by every device of a fleet;
-3. real accuracy: the best few candidates are pruned, fine-tuned briefly with distillation (`recover.py`,
-   `rank_epochs`) and evaluated; the most accurate is then fine-tuned in full (`finetune_epochs`, the same recipe
+3. real accuracy: the best few candidates, and the densest uniform plan (one keep ratio everywhere) that fits,
+   are pruned, fine-tuned briefly with distillation (`recover.py`, `rank_epochs`) and evaluated; the most accurate is then fine-tuned in full (`finetune_epochs`, the same recipe
    `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
    thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
 4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
@@ -36,7 +36,7 @@ from edgeprune.cost.model import predict_features
 from edgeprune.errors import BudgetInfeasibleError, ConfigError
 from edgeprune.judge import measured_on_device
 from edgeprune.planner import pareto_front
-from edgeprune.planner.search import Costs, Limits, Visit, greedy, optuna_search
+from edgeprune.planner.search import Costs, Limits, Visit, greedy, is_uniform, optuna_search, uniform
 from edgeprune.planner.sensitivity import Sensitivity, analyse
 from edgeprune.planner.space import Candidate, SearchSpace, make_buckets, thread_options
 from edgeprune.profiles import DeviceProfile
@@ -471,15 +471,20 @@ class Planner:
 
     # ------------------------------------------------------------------------------------------ helpers
     def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
+        """The strategy's visits, plus the uniform walk from every start (cheap: predictions only), so the densest
+        uniform plan that fits is always a candidate."""
         s = self.settings
-        if s.strategy == "optuna":
-            return optuna_search(space, costs, proxy, limits, s.margin, s.optuna_trials, s.time_budget_s, s.seed)
         visits: list[Visit] = []
-        deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
+        if s.strategy == "optuna":
+            visits += optuna_search(space, costs, proxy, limits, s.margin, s.optuna_trials, s.time_budget_s, s.seed)
+        else:
+            deadline = None if s.time_budget_s is None else time.monotonic() + s.time_budget_s
+            for start in space.starts():
+                if deadline is not None and time.monotonic() > deadline and visits:
+                    break
+                visits += greedy(space, start, costs, proxy, limits, s.margin)
         for start in space.starts():
-            if deadline is not None and time.monotonic() > deadline and visits:
-                break
-            visits += greedy(space, start, costs, proxy, limits, s.margin)
+            visits += uniform(space, start, costs, proxy, limits, s.margin)
         return visits
 
     def _choose(self, space, feasible: list[Visit], costs, profile: DeviceProfile,
@@ -505,8 +510,11 @@ class Planner:
             max_drop = profile.budget.max_accuracy_drop_pct
             return self._fastest_within(space, options, max_drop, finetuned)
         options.sort(key=lambda v: (-v.proxy_accuracy, rank[v.candidate.scheme], costs(v.candidate).latency_ms))
+        ranked = options[: self.settings.top_k]
+        # the best uniform plan is always ranked too: a searched plan is chosen only if it beats it after fine-tuning
+        ranked += [v for v in options if is_uniform(v.candidate)][:1]
         scored = []
-        for v in options[: self.settings.top_k]:
+        for v in dict.fromkeys(ranked):
             tuned = self._tune_logged(space, v, finetuned)
             scored.append((tuned.accuracy, -rank[v.candidate.scheme], -costs(v.candidate).latency_ms, v, tuned))
         best = max(scored, key=lambda t: t[:3])

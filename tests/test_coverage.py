@@ -96,6 +96,24 @@ def test_pruned_architecture_exports_runs_and_meets_parity(name, target, scheme,
     assert verdict["rel_mean_abs_diff"] <= 0.05, verdict
 
 
+
+def test_fp32_float64_rule_passes_reference_sized_drift_and_fails_a_real_error():
+    # A very deep random net: PyTorch fp32 itself is 0.05 off the float64 result, beyond 1e-4 of the ~300 range.
+    truth = np.random.default_rng(0).normal(0.0, 50.0, (8, 10))
+    ref = truth.copy()
+    ref[0, 0] += 0.05
+    close, wrong = truth.copy(), truth.copy()
+    close[3, 4] -= 0.08  # as far from exact as twice the reference's own drift allows
+    wrong[3, 4] -= 0.5
+    ref32, close32, wrong32 = (a.astype(np.float32) for a in (ref, close, wrong))
+    assert bench.judge_cell("fp32", "fp32", close32, ref32)["status"] == "failed"  # the scale rule alone misses it
+    verdict = bench.judge_cell("fp32", "fp32", close32, ref32, exact=lambda: truth)
+    assert verdict["status"] == "pass" and verdict["basis"].startswith("float64 rule"), verdict
+    assert verdict["fp64"]["pytorch_fp32_max_abs_diff"] == pytest.approx(0.05, rel=1e-3)
+    verdict = bench.judge_cell("fp32", "fp32", wrong32, ref32, exact=lambda: truth)
+    assert verdict["status"] == "failed" and verdict["fp64"]["runtime_max_abs_diff"] == pytest.approx(0.5, rel=1e-3)
+
+
 def test_architecture_that_cannot_be_pruned_is_a_named_one_line_miss():
     # ShuffleNetV2's channel shuffle (view -> transpose -> view) is a reshape torch-pruning cannot map channels
     # through: edgeprune names the stage ('pruning'), the op and the module next to it, not a ZeroDivisionError.

@@ -12,7 +12,7 @@ import yaml
 from edgeprune.autoplan import Correction
 from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
-from edgeprune.planner.search import Costs, Limits, greedy
+from edgeprune.planner.search import Costs, Limits, greedy, is_uniform, uniform
 from edgeprune.planner.sensitivity import Sensitivity
 from edgeprune.planner.space import thread_options
 from edgeprune.profiles import load_profile
@@ -116,6 +116,26 @@ def test_greedy_prunes_the_cheap_stage_first_and_stops_past_the_budget():
     assert met and path[-1] is not met[0]  # one step past the first plan within budget (a fallback)
 
 
+
+def test_uniform_walk_stops_at_the_densest_single_ratio_that_fits():
+    space = SearchSpace(make_buckets(_groups([100, 100, 100]), max_buckets=3), ("int8",), ("executorch",))
+    sens = Sensitivity(1.0, (0.75, 0.5, 0.25), ((0.99, 0.98, 0.97),) * 3)
+
+    def costs(c: Candidate) -> Costs:
+        latency = sum(c.keep)
+        return Costs(latency, latency, latency, latency)
+
+    path = uniform(space, space.dense("int8", "executorch"), costs, lambda c: sens.proxy_accuracy(c.keep),
+                   Limits(latency_ms=2.0))
+    keeps = [v.candidate.keep for v in path]
+    assert keeps[0] == (1.0, 1.0, 1.0) and all(is_uniform(v.candidate) for v in path)
+    assert keeps[-1] == pytest.approx((0.65, 0.65, 0.65))  # 3 x 0.65 = 1.95 <= 2.0; 0.7 would be 2.1
+    assert [v.costs.latency_ms <= 2.0 for v in path] == [False] * (len(path) - 1) + [True]
+    never = uniform(space, space.dense("int8", "executorch"), costs, lambda c: 1.0, Limits(latency_ms=0.1))
+    assert never[-1].candidate.keep == (0.25, 0.25, 0.25)  # no ratio fits: the walk ends at the grid's sparsest
+    assert not is_uniform(Candidate((1.0, 0.5), "int8", "executorch"))
+
+
 # --------------------------------------------------------------------------------------------- end to end
 
 
@@ -148,6 +168,8 @@ def test_budget_driven_build_meets_the_budget_with_a_measured_plan(planned):
     assert any(r["met"] for r in planning["rounds"])
     # candidates are ranked on a brief fine-tune; only the chosen plan is fine-tuned in full (what apply replays)
     assert planning["finetuned"] and all(f["epochs"] == 3 for f in planning["finetuned"])
+    # the densest uniform plan that fits (one keep ratio everywhere) is always ranked beside the searched ones
+    assert any(len(set(f["keep"].values())) == 1 for f in planning["finetuned"]), planning["finetuned"]
     assert planning["final_finetune_s"] > 0 and summary["recovery"]["config"]["epochs"] == 10
     assert all(r["measured"]["model_size_mb"] is not None for r in planning["rounds"])
     manifest = json.loads((out / "host" / "manifest.json").read_text())

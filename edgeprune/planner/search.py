@@ -1,4 +1,5 @@
-"""Search strategies over a `SearchSpace`: a greedy NetAdapt-style descent and an Optuna NSGA-II search.
+"""Search strategies over a `SearchSpace`: a greedy NetAdapt-style descent, an Optuna NSGA-II search, and the
+uniform walk (one keep ratio everywhere) whose answer the planner always ranks beside theirs.
 
 Both see a candidate only through two callables: `costs(candidate) -> Costs` (predicted, already corrected by
 what was measured) and `proxy(candidate) -> accuracy` (the sensitivity proxy). Each returns the candidates it
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from edgeprune.errors import ConfigError, MissingDependencyError
@@ -117,6 +118,39 @@ def greedy(
         path.append(best[1])
         if met_at is None and limits.met(best[1].costs, margin):
             met_at = step
+    return path
+
+
+UNIFORM_STEP = 0.05
+"""Step of the uniform walk's keep ratio (finer than the per-bucket grid: one ratio is a one-dimensional search)."""
+
+
+def is_uniform(candidate: Candidate) -> bool:
+    """One keep ratio for every bucket (the unpruned model included)."""
+    return len(set(candidate.keep)) <= 1
+
+
+def uniform(
+    space: SearchSpace,
+    start: Candidate,
+    costs: CostFn,
+    proxy: ProxyFn,
+    limits: Limits,
+    margin: float = 0.0,
+    step: float = UNIFORM_STEP,
+) -> list[Visit]:
+    """Uniform pruning from `start`, the field's standard baseline: one keep ratio for every bucket, from 1.0 down in
+    `step`s to the grid's sparsest ratio, stopping at the first (densest) ratio that meets every budget. Returns the
+    path, start first."""
+    path: list[Visit] = []
+    lowest = space.keep_grid[-1]
+    for i in range(int(round((1.0 - lowest) / step)) + 1):
+        keep = max(lowest, round(1.0 - i * step, 6))
+        cand = replace(start, keep=tuple(keep for _ in space.buckets))
+        visit = Visit(cand, costs(cand), proxy(cand), i)
+        path.append(visit)
+        if limits.met(visit.costs, margin):
+            break
     return path
 
 
