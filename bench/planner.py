@@ -181,8 +181,8 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
     spec, data = _model(name, work)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
         bench = Bench(spec, data, runs, Path(tmp))
-        dense_ms, dense_acc = bench.final(spec.module, Plan(target="executorch", scheme="fp32",
-                                                                   threads=bench.threads), repeats=3)
+        dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
+        dense_ms, dense_acc = bench.final(spec.module, dense_plan, repeats=3)
         _log(f"{name}: dense fp32 p50 {dense_ms:.4f} ms, accuracy {dense_acc:.4f}")
 
         planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))

@@ -10,8 +10,8 @@ the thread count. Fidelity tiers, cheapest first:
 2. proxy accuracy: a per-bucket sensitivity analysis per importance criterion (each stage pruned alone, BatchNorm
    recalibrated, scored on an eval subset), shared by every device of a fleet;
 3. real accuracy: the best few candidates, and the densest uniform plan (one keep ratio everywhere) that fits,
-   are pruned, fine-tuned briefly with distillation (`recover.py`, `rank_epochs`) and evaluated; the most accurate is then fine-tuned in full (`finetune_epochs`, the same recipe
-   `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
+   are pruned, fine-tuned briefly with distillation (`recover.py`, `rank_epochs`) and evaluated; the most accurate
+   is then fine-tuned in full (`finetune_epochs`, the same recipe `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
    thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
 4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
    measure it). A miss is fed back into the correction and the plan re-chosen, at most `max_rounds` times.

@@ -1,7 +1,7 @@
 """Search strategies over a `SearchSpace`: a greedy NetAdapt-style descent, an Optuna NSGA-II search, and the
 uniform walk (one keep ratio everywhere) whose answer the planner always ranks beside theirs.
 
-Both see a candidate only through two callables: `costs(candidate) -> Costs` (predicted, already corrected by
+Each sees a candidate only through two callables: `costs(candidate) -> Costs` (predicted, already corrected by
 what was measured) and `proxy(candidate) -> accuracy` (the sensitivity proxy). Each returns the candidates it
 visited; `feasible` and the Pareto front pick from those.
 """
