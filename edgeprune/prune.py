@@ -6,6 +6,9 @@ The classifier's outputs are never pruned. BatchNorm statistics are re-estimated
 
 Multi-head attention (nn.MultiheadAttention) is pruned alike in every head. Models with attention torch-pruning
 cannot follow (windowed / relative-position attention: Swin, MaxViT) are pruned in their MLP hidden layers only.
+Where torch-pruning cannot trace the whole model at all (ShuffleNet's channel shuffle, the patch merging of the
+deeper Swins), each plain chain of layers (an nn.Sequential of convs / linears / norms / activations) is traced on
+its own and pruned in its private channels: every width but the chain's input and output.
 """
 
 from __future__ import annotations
@@ -96,6 +99,54 @@ def _ignored_layers(model: nn.Module) -> list[nn.Module]:
     return ignored + [m for m in model.modules() if isinstance(m, layers) and m not in hidden and m not in ignored]
 
 
+_CHAIN_LAYERS = (
+    nn.modules.conv._ConvNd,
+    nn.Linear,
+    nn.modules.batchnorm._BatchNorm,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    *_PASS_THROUGH,
+)
+
+
+def _is_chain(module: nn.Module) -> bool:
+    """An nn.Sequential of plain layers with at least two convs / linears: it has private channels."""
+    if not isinstance(module, nn.Sequential) or not all(isinstance(m, _CHAIN_LAYERS) for m in module):
+        return False
+    return sum(isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) for m in module) >= 2
+
+
+def _chains(model: nn.Module, example_input: torch.Tensor) -> list[tuple[nn.Sequential, torch.Tensor]]:
+    """The chains that `model`'s forward pass runs exactly once, each with the input it was given."""
+    chains = [m for m in model.modules() if _is_chain(m)]
+    seen: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in chains}
+
+    def grab(module: nn.Module, inputs: tuple) -> None:
+        seen[module].append(inputs[0].detach().clone())
+
+    handles = [m.register_forward_pre_hook(grab) for m in chains]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return [(m, seen[m][0]) for m in chains if len(seen[m]) == 1]
+
+
+def _chain_boundary_layers(chain: nn.Sequential) -> list[nn.Module]:
+    """The layers of a chain whose output width is the chain's input or output width.
+
+    These are the last conv / linear, grouped convs before the first ungrouped one (their width is the input's),
+    and grouped convs after the last ungrouped one (their width is the output's).
+    """
+    layers = [m for m in chain if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    plain = [i for i, m in enumerate(layers) if getattr(m, "groups", 1) == 1]
+    if not plain:
+        return layers
+    return layers[: plain[0]] + layers[plain[-1] :]
+
+
 def _attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     """Multi-head attention layers and their head counts: channels are pruned alike in every head, so the
     embedding stays divisible by the head count."""
@@ -160,28 +211,65 @@ def _remove_channels(model: nn.Module, example_input: torch.Tensor, plan: Plan) 
     torch.manual_seed(plan.seed)
     try:
         with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
-            pruner = tp.pruner.MetaPruner(
-                model,
-                example_input,
-                importance=IMPORTANCE[plan.importance](),
-                pruning_ratio=1.0 - plan.keep_ratio,
-                pruning_ratio_dict=ratio_dict or None,
-                ignored_layers=_ignored_layers(model),
-                round_to=plan.round_to,
-                num_heads=_attention_heads(model),
-            )
-            pruner.step()
-        _sync_cached_widths(model)
+            pruner = _pruner(model, example_input, plan, ratio_dict)
     except UnsupportedModelError:
         raise
-    except Exception as exc:  # torch-pruning's tracer meets something it cannot follow
-        raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+    except Exception as whole:  # torch-pruning cannot trace the whole model: prune its chains one by one
+        try:
+            pruned = _remove_chain_channels(model, example_input, plan, ratio_dict)
+        except Exception as exc:
+            raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+        if not pruned:
+            raise UnsupportedModelError(_prune_failure(model, whole)) from whole
+    else:
+        try:
+            with torch.enable_grad():
+                pruner.step()
+        except Exception as exc:  # torch-pruning traced the model but cannot remove a group's channels
+            raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+    _sync_cached_widths(model)
     try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
         with torch.no_grad():
             model(example_input)
     except Exception as exc:
         raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
     return True
+
+
+def _pruner(
+    model: nn.Module, example_input: torch.Tensor, plan: Plan, ratio_dict: dict[nn.Module, float]
+) -> tp.pruner.MetaPruner:
+    """A torch-pruning pruner over the whole model (tracing it builds the dependency graph)."""
+    return tp.pruner.MetaPruner(
+        model,
+        example_input,
+        importance=IMPORTANCE[plan.importance](),
+        pruning_ratio=1.0 - plan.keep_ratio,
+        pruning_ratio_dict=ratio_dict or None,
+        ignored_layers=_ignored_layers(model),
+        round_to=plan.round_to,
+        num_heads=_attention_heads(model),
+    )
+
+
+def _remove_chain_channels(
+    model: nn.Module, example_input: torch.Tensor, plan: Plan, ratio_dict: dict[nn.Module, float]
+) -> bool:
+    """Prune the private channels of each chain in `model`, traced on its own; False when it has no chain."""
+    chains = _chains(model, example_input)
+    for chain, chain_input in chains:
+        inside = set(chain.modules())
+        with torch.enable_grad():
+            tp.pruner.MetaPruner(
+                chain,
+                chain_input,
+                importance=IMPORTANCE[plan.importance](),
+                pruning_ratio=1.0 - plan.keep_ratio,
+                pruning_ratio_dict={m: r for m, r in ratio_dict.items() if m in inside} or None,
+                ignored_layers=_chain_boundary_layers(chain),
+                round_to=plan.round_to,
+            ).step()
+    return bool(chains)
 
 
 def pruned_architecture(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> nn.Module:
@@ -281,6 +369,17 @@ def _nearest_module(node, names: dict[int, tuple[str, str]], limit: int = 64) ->
     return None
 
 
+def _chain_groups(model: nn.Module, example_input: torch.Tensor) -> list:
+    """torch-pruning groups of every chain's private channels, each chain traced on its own."""
+    layers = [nn.Linear, nn.modules.conv._ConvNd]
+    groups = []
+    for chain, chain_input in _chains(model, example_input):
+        with torch.enable_grad():
+            graph = tp.DependencyGraph().build_dependency(chain, example_inputs=chain_input)
+            groups += graph.get_all_groups(ignored_layers=_chain_boundary_layers(chain), root_module_types=layers)
+    return groups
+
+
 def layer_widths(model: nn.Module) -> dict[str, int]:
     widths = {}
     for name, module in model.named_modules():
@@ -327,8 +426,13 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             groups = list(graph.get_all_groups(ignored_layers=_ignored_layers(model), root_module_types=list(layers)))
     except UnsupportedModelError:
         raise
-    except Exception as exc:  # noqa: BLE001 - torch-pruning's tracer meets something it cannot follow
-        raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+    except Exception as whole:  # noqa: BLE001 - torch-pruning cannot trace the whole model: trace its chains
+        try:
+            groups = _chain_groups(model, example_input)
+        except Exception as exc:
+            raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+        if not groups:
+            raise UnsupportedModelError(_prune_failure(model, whole)) from whole
     found = []
     for group in groups:
         root = group[0].dep.target.module

@@ -114,11 +114,49 @@ def test_fp32_float64_rule_passes_reference_sized_drift_and_fails_a_real_error()
     assert verdict["status"] == "failed" and verdict["fp64"]["runtime_max_abs_diff"] == pytest.approx(0.5, rel=1e-3)
 
 
-def test_architecture_that_cannot_be_pruned_is_a_named_one_line_miss():
+def test_model_torch_pruning_cannot_trace_is_pruned_in_its_chains_private_channels(tmp_path):
     # ShuffleNetV2's channel shuffle (view -> transpose -> view) is a reshape torch-pruning cannot map channels
-    # through: edgeprune names the stage ('pruning'), the op and the module next to it, not a ZeroDivisionError.
+    # through, so the whole model does not trace. Each branch is a plain chain (conv -> BN -> ReLU -> depthwise conv
+    # -> BN -> conv ...): traced on its own, its inner width is private and is what gets pruned.
     torch.manual_seed(0)
     model = torchvision.models.get_model("shufflenet_v2_x0_5", weights=None).eval()
+    example = _inputs(1, 0)
+    small, summary = prune(model, example, _inputs(8, 1), Plan(keep_ratio=0.7))
+    assert summary.channels and summary.params_after < summary.params_before
+    for name, (before, after) in summary.channels.items():  # the first conv and the depthwise conv of a branch2
+        assert name.endswith((".branch2.0", ".branch2.3")) and after < before, (name, before, after)
+    plan = Plan(target="onnx", scheme="fp32", keep_ratio=0.7)
+    result = get_exporter("onnx").export(small, example, _inputs(8, 1), plan, tmp_path / "shufflenet.onnx")
+    eval_x = _inputs(8, 2)
+    out = HostRunner().measure(result.artifact, eval_x.numpy(), warmup=0, runs=1, threads=1).outputs
+    with torch.no_grad():
+        ref = small(eval_x).numpy()
+    verdict = bench.judge_cell("fp32", "fp32", out.reshape(ref.shape), ref)
+    assert verdict["status"] == "pass" and verdict["basis"] == "judge.parity", verdict
+
+
+class _Opaque(nn.Module):
+    """Runs a chain's layers without being an nn.Sequential, so edgeprune cannot prune it as a chain."""
+
+    def __init__(self, chain: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(chain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_architecture_that_cannot_be_pruned_is_a_named_one_line_miss():
+    # A ShuffleNetV2 with no plain chain to fall back on: edgeprune names the stage ('pruning'), the op torch-pruning
+    # could not trace and the module next to it, not a ZeroDivisionError from deep inside the library.
+    torch.manual_seed(0)
+    model = torchvision.models.get_model("shufflenet_v2_x0_5", weights=None).eval()
+    for block in model.modules():
+        for branch in ("branch1", "branch2"):
+            if isinstance(getattr(block, branch, None), nn.Sequential):
+                setattr(block, branch, _Opaque(getattr(block, branch)))
     with pytest.raises(UnsupportedModelError) as info:
         prune(model, _inputs(1, 0), _inputs(4, 1), Plan(keep_ratio=0.7))
     message = str(info.value)
