@@ -6,7 +6,7 @@ Schemes:
 - ``fp16``: the fp32 flatbuffer with fp16 weights (ai-edge-quantizer FLOAT_CASTING, weight-only, 16 bits); the
   runtime inserts DEQUANTIZE ops and computes in float32, I/O stays float32. Reference: the fp32 module.
 - ``int8``: static int8 through PT2E with litert-torch's ``PT2EQuantizer`` (per-channel symmetric weights, static
-  activations; concatenations share one scale, see `_cat_sharing_quantizer`), calibrated on the calibration rows,
+  activations; concatenations and average pools share one scale, see `_sharing_quantizer`), calibrated on the calibration rows,
   converted with ``QuantConfig(pt2e_quantizer=q)``. The model's
   input and output tensors are int8; their scale / zero point are recorded in the TensorSpecs. Reference: the PT2E
   fake-quantised module (the one that was converted).
@@ -184,7 +184,7 @@ class TFLiteExporter(Exporter):
         from torchao.quantization.pt2e import move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-        quantizer = _cat_sharing_quantizer(pt2e).set_global(
+        quantizer = _sharing_quantizer(pt2e).set_global(
             pt2e.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
         )
         step[:] = ["capture", ""]
@@ -209,6 +209,7 @@ class TFLiteExporter(Exporter):
             "quantizer": "litert_torch PT2EQuantizer, symmetric per-channel int8 weights, static int8 activations",
             "calibration_samples": int(len(calibration)),
             "concatenations_sharing_one_scale": quantizer.cats_annotated,
+            "average_pools_sharing_one_scale": quantizer.pools_annotated,
         }
         return content, reference_for(graph, batch=1), lowering
 
@@ -233,38 +234,56 @@ class TFLiteExporter(Exporter):
         return bytes(qt.quantize(enable_progress_report=False).quantized_model)
 
 
-def _cat_sharing_quantizer(pt2e):
-    """litert-torch's PT2EQuantizer, plus the concatenations its 'cat' annotator misses.
+_SAME_SCALE_OPS = (torch.ops.aten.avg_pool2d.default,)
+"""Single-input ops whose int8 TFLite kernel needs its input and output on one scale: the converter otherwise
+requantises the input to the output's (narrower) scale first, clipping every value beyond it before pooling
+(maxvit_t's stride-2 projection, AvgPool2d(3, 2, padding=1): 13-25% of the output range off its PT2E twin)."""
 
-    That annotator finds concatenations by their source function, which `torch.export` no longer records as
+
+def _sharing_quantizer(pt2e):
+    """litert-torch's PT2EQuantizer, plus the concatenations and average pools its annotators miss.
+
+    The 'cat' annotator finds concatenations by their source function, which `torch.export` no longer records as
     `torch.cat`, so none is annotated: the PT2E graph then concatenates inputs of different scales, and the LiteRT
     converter gives the int8 CONCATENATION the first input's scale without requantising the others (their values
     saturate: top-1 agreement 0 on densenet / inception_v3). Every unannotated `aten.cat` gets the annotation the
-    TFLite int8 spec needs: inputs and output share one observer, so one scale covers them all.
+    TFLite int8 spec needs: inputs and output share one observer, so one scale covers them all. Every unannotated
+    op of `_SAME_SCALE_OPS` gets its output on its input's observer alike.
     """
     from torch.fx import Node
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
-    class CatSharingQuantizer(pt2e.PT2EQuantizer):
+    class SharingQuantizer(pt2e.PT2EQuantizer):
         cats_annotated = 0
+        pools_annotated = 0
 
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             model = super().annotate(model)
+            if self.global_config is None:
+                return model
             for node in model.graph.nodes:
-                if node.target != torch.ops.aten.cat.default or "quantization_annotation" in node.meta:
+                if "quantization_annotation" in node.meta:
                     continue
-                inputs = [a for a in node.args[0] if isinstance(a, Node)]
-                if not inputs or self.global_config is None:
+                if node.target == torch.ops.aten.cat.default:
+                    inputs = [a for a in node.args[0] if isinstance(a, Node)]
+                elif node.target in _SAME_SCALE_OPS and isinstance(node.args[0], Node):
+                    inputs = [node.args[0]]
+                else:
+                    continue
+                if not inputs:
                     continue
                 shared = SharedQuantizationSpec((inputs[0], node))
                 qspecs = {inputs[0]: self.global_config.input_activation} | {a: shared for a in inputs[1:]}
                 node.meta["quantization_annotation"] = QuantizationAnnotation(
                     input_qspec_map=qspecs, output_qspec=shared, _annotated=True
                 )
-                self.cats_annotated += 1
+                if node.target == torch.ops.aten.cat.default:
+                    self.cats_annotated += 1
+                else:
+                    self.pools_annotated += 1
             return model
 
-    return CatSharingQuantizer()
+    return SharingQuantizer()
 
 
 EXPORTER = TFLiteExporter()
