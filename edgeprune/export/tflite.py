@@ -6,7 +6,7 @@ Schemes:
 - ``fp16``: the fp32 flatbuffer with fp16 weights (ai-edge-quantizer FLOAT_CASTING, weight-only, 16 bits); the
   runtime inserts DEQUANTIZE ops and computes in float32, I/O stays float32. Reference: the fp32 module.
 - ``int8``: static int8 through PT2E with litert-torch's ``PT2EQuantizer`` (per-channel symmetric weights, static
-  activations; concatenations and average pools share one scale, see `_sharing_quantizer`), calibrated on the calibration rows,
+  activations; concatenations and pools share one scale, see `_sharing_quantizer`), calibrated on the calibration rows,
   converted with ``QuantConfig(pt2e_quantizer=q)``. The model's
   input and output tensors are int8; their scale / zero point are recorded in the TensorSpecs. Reference: the PT2E
   fake-quantised module (the one that was converted).
@@ -209,7 +209,7 @@ class TFLiteExporter(Exporter):
             "quantizer": "litert_torch PT2EQuantizer, symmetric per-channel int8 weights, static int8 activations",
             "calibration_samples": int(len(calibration)),
             "concatenations_sharing_one_scale": quantizer.cats_annotated,
-            "average_pools_sharing_one_scale": quantizer.pools_annotated,
+            "pools_sharing_one_scale": quantizer.pools_annotated,
         }
         return content, reference_for(graph, batch=1), lowering
 
@@ -234,21 +234,25 @@ class TFLiteExporter(Exporter):
         return bytes(qt.quantize(enable_progress_report=False).quantized_model)
 
 
-_SAME_SCALE_OPS = (torch.ops.aten.avg_pool2d.default,)
-"""Single-input ops whose int8 TFLite kernel needs its input and output on one scale: the converter otherwise
-requantises the input to the output's (narrower) scale first, clipping every value beyond it before pooling
-(maxvit_t's stride-2 projection, AvgPool2d(3, 2, padding=1): 13-25% of the output range off its PT2E twin)."""
+_SAME_SCALE_OPS = (torch.ops.aten.avg_pool2d.default, torch.ops.aten.max_pool2d.default)
+"""Single-input ops whose int8 TFLite kernel needs its input and output on one scale. Left to litert-torch, an
+average pool's output gets an observer of its own, and the converter requantises the pool's input to that narrower
+scale first, clipping every value beyond it (maxvit_t's stride-2 projection, AvgPool2d(3, 2, padding=1): 13-25% of
+the output range off its PT2E twin). A max pool gets no annotation at all: where several convs read its output,
+each requantises it, and the converter fed them the pool's int8 output while their biases were quantised for the
+requantised scale (googlenet's inception4a: its branch convs 13-24% of the output range off their twin, 1% with
+one scale)."""
 
 
 def _sharing_quantizer(pt2e):
-    """litert-torch's PT2EQuantizer, plus the concatenations and average pools its annotators miss.
+    """litert-torch's PT2EQuantizer, plus the concatenations and pools its annotators miss.
 
     The 'cat' annotator finds concatenations by their source function, which `torch.export` no longer records as
     `torch.cat`, so none is annotated: the PT2E graph then concatenates inputs of different scales, and the LiteRT
     converter gives the int8 CONCATENATION the first input's scale without requantising the others (their values
     saturate: top-1 agreement 0 on densenet / inception_v3). Every unannotated `aten.cat` gets the annotation the
     TFLite int8 spec needs: inputs and output share one observer, so one scale covers them all. Every unannotated
-    op of `_SAME_SCALE_OPS` gets its output on its input's observer alike.
+    pool of `_SAME_SCALE_OPS` gets its output on its input's observer alike.
     """
     from torch.fx import Node
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
