@@ -117,8 +117,8 @@ def _is_chain(module: nn.Module) -> bool:
 
 
 def _chains(model: nn.Module, example_input: torch.Tensor) -> list[tuple[nn.Sequential, torch.Tensor]]:
-    """The chains that `model`'s forward pass runs exactly once, each with the input it was given."""
-    chains = [m for m in model.modules() if _is_chain(m)]
+    """The chains with private channels that `model`'s forward pass runs exactly once, each with its input."""
+    chains = [m for m in model.modules() if _is_chain(m) and _has_private_channels(m)]
     seen: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in chains}
 
     def grab(module: nn.Module, inputs: tuple) -> None:
@@ -145,6 +145,11 @@ def _chain_boundary_layers(chain: nn.Sequential) -> list[nn.Module]:
     if not plain:
         return layers
     return layers[: plain[0]] + layers[plain[-1] :]
+
+
+def _has_private_channels(chain: nn.Sequential) -> bool:
+    layers = [m for m in chain if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    return len(layers) > len(_chain_boundary_layers(chain))
 
 
 def _attention_heads(model: nn.Module) -> dict[nn.Module, int]:
@@ -255,7 +260,7 @@ def _pruner(
 def _remove_chain_channels(
     model: nn.Module, example_input: torch.Tensor, plan: Plan, ratio_dict: dict[nn.Module, float]
 ) -> bool:
-    """Prune the private channels of each chain in `model`, traced on its own; False when it has no chain."""
+    """Prune the private channels of each chain in `model`, traced on its own; False when it has none."""
     chains = _chains(model, example_input)
     for chain, chain_input in chains:
         inside = set(chain.modules())
