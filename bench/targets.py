@@ -2,9 +2,10 @@
 latency on host, parity with the PyTorch reference, and eval accuracy where there are labels.
 
 Models: examples:digits (real data), torchvision mobilenet_v2 and resnet18 (random weights, 1×3×224×224; parity
-only). Prints one JSON object on stdout; progress rows go to stderr.
+only). Writes one JSON object to --out (litert-torch prints its conversion progress on stdout, so stdout is not
+clean JSON); progress rows go to stderr.
 
-    python bench/targets.py [--models digits,mobilenet_v2,resnet18] [--runs 50] > targets.json
+    python bench/targets.py [--models digits,mobilenet_v2,resnet18] [--runs 50] --out targets.json
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--eval", type=int, default=0, help="cap eval samples for generated-data models (0 = all)")
+    parser.add_argument("--out", type=Path, required=True, help="write the JSON here")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeprune-targets-"))
@@ -112,7 +114,7 @@ def main() -> None:
                      and r["scheme"] == "fp32" and r.get("status") == "ok"), None)
         if fp32 and row.get("status") == "ok":
             row["speedup_vs_fp32_same_target"] = round(fp32["latency_p50_ms"] / row["latency_p50_ms"], 3)
-    print(json.dumps({
+    args.out.write_text(json.dumps({
         "benchmark": "targets",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": {"machine": platform.machine(), "cores": os.cpu_count(), "threads": args.threads},
@@ -121,6 +123,7 @@ def main() -> None:
         "runs": args.runs,
         "rows": rows,
     }, indent=2))
+    print(f"results -> {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
