@@ -580,9 +580,14 @@ class Planner:
                 continue
             best = min(visits, key=lambda v: getattr(costs(v.candidate), name))
             value = getattr(costs(best.candidate), name)
-            if value > limit * (1 - self.settings.margin):
-                parts.append(f"best {name.rsplit('_', 1)[0].replace('_', ' ')} {value:.4g} {unit} > {limit:g} {unit} "
-                             f"budget ({best.candidate.label()})")
+            margin = self.settings.margin
+            if value > limit * (1 - margin):
+                what = f"best {name.rsplit('_', 1)[0].replace('_', ' ')} {value:.4g} {unit}"
+                if value > limit:
+                    parts.append(f"{what} > {limit:g} {unit} budget ({best.candidate.label()})")
+                else:  # under the budget, but not by the margin a prediction needs to be trusted
+                    parts.append(f"{what} predicted, within the {limit:g} {unit} budget but not its {margin:.0%} "
+                                 f"prediction margin (<= {limit * (1 - margin):.4g} {unit}) ({best.candidate.label()})")
         closest = min(visits, key=lambda v: limits.excess(costs(v.candidate), self.settings.margin))
         why = "; ".join(parts) or "no single plan meets every budget at once"
         return (f"device '{profile.name}': no plan meets the budget: {why}; closest plan {closest.candidate.label()} "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -233,6 +234,13 @@ def test_unreachable_budget_exits_3_naming_the_binding_budget(tmp_path, capsys, 
     assert code == 3
     assert "best latency" in err and "> 0.0001 ms budget" in err and "closest plan" in err
     assert not (tmp_path / "plans" / "pixel-8").exists()
+    # a budget the best plan is predicted to meet, but by less than the planner's margin, says so
+    best_ms = float(re.search(r"best latency ([0-9.e-]+) ms", err).group(1))
+    code, _, err = _json_run(capsys, "plan", "--model", "examples:digits", "--device", "pixel-8", "--target",
+                             "executorch", "--latency-ms", f"{best_ms * 1.02:.6g}", "--out", str(tmp_path / "plans"),
+                             "--quiet")
+    assert code == 3
+    assert "predicted, within the" in err and "but not its 5% prediction margin" in err, err
 
 
 def test_plan_writes_plan_yaml_and_the_front_without_artifacts(tmp_path, capsys, digits_model):
