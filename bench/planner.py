@@ -173,6 +173,7 @@ class Bench:
         return min(plan.threads, os.cpu_count() or 1)
 
     def _export_and_measure(self, model: nn.Module, plan: Plan, inputs: np.ndarray, blocks: int) -> list[Any]:
+        """One fresh export, measured `blocks` times."""
         self._exports += 1
         path = self.tmp / f"m{self._exports}.pte"
         with native_stderr_silenced():
@@ -281,11 +282,11 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
 
 
 def compare_to_uniform(row: dict[str, Any], baseline: list[dict[str, Any]]) -> dict[str, Any]:
-    """A budget row's two uniform baselines among the uniform models whose measured p50 fits its budget.
+    """A budget row's two comparisons among the uniform models (`baseline`) whose measured p50 fits its budget.
 
-    `baseline` is the issue's: the one uniform ratio chosen to meet the latency, i.e. the densest that fits.
-    `best_uniform` picks the most accurate one by its eval accuracy, a selection on the eval set no deployed
-    search could make: it is the stronger, oracle comparison.
+    The returned "baseline" is the issue's: the one uniform ratio chosen to meet the latency, i.e. the densest that
+    fits. "best_uniform" is the most accurate one by its eval accuracy, a selection on the eval set no deployed
+    search could make: the stronger, oracle comparison.
     """
     fits = [b for b in baseline if b["p50_ms"] <= row["budget_ms"]]
     densest = max(fits, key=lambda b: b["keep"]) if fits else None
