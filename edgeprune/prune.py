@@ -124,14 +124,18 @@ def _chains(model: nn.Module, example_input: torch.Tensor) -> list[tuple[nn.Sequ
     def grab(module: nn.Module, inputs: tuple) -> None:
         seen[module].append(inputs[0].detach().clone())
 
-    handles = [m.register_forward_pre_hook(grab) for m in chains]
+    _run_hooked(model, example_input, [m.register_forward_pre_hook(grab) for m in chains])
+    return [(m, seen[m][0]) for m in chains if len(seen[m]) == 1]
+
+
+def _run_hooked(model: nn.Module, example_input: torch.Tensor, handles: list) -> None:
+    """One forward pass of `model` without autograd, then the hooks behind `handles` removed."""
     try:
         with torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
-    return [(m, seen[m][0]) for m in chains if len(seen[m]) == 1]
 
 
 def _chain_boundary_layers(chain: nn.Sequential) -> list[nn.Module]:
@@ -418,13 +422,7 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor) -> list[Channe
             per_out = module.in_features
         macs[module] = int(output.numel()) * per_out
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, example_input, [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)])
     try:
         with torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)

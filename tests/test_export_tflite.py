@@ -209,6 +209,14 @@ def test_session_quantises_and_dequantises_int8_io(exported, data):
     np.testing.assert_array_equal(got, manual)
 
 
+def _int8_against_twin(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, path) -> tuple:
+    """(export result, LiteRT int8 outputs on `x`, its PT2E twin's outputs on `x`, row by row)."""
+    result = get_exporter("tflite").export(model, calib[:1], calib, Plan(target="tflite", scheme="int8"), path)
+    got, _, _ = _run_interpreter(result.artifact.path, x.numpy())
+    ref = np.concatenate([result.reference(x[i : i + 1]).numpy() for i in range(len(x))])
+    return result, got.reshape(ref.shape), ref
+
+
 class Concats(nn.Module):
     """Two branches ten times apart in range, concatenated, and the concatenation reused by a second one (the
     DenseNet pattern): int8 concatenation needs one scale for all its inputs."""
@@ -236,11 +244,8 @@ def test_int8_concatenations_share_one_scale_and_match_their_twin(tmp_path):
     model = Concats().eval()
     gen = torch.Generator().manual_seed(1)
     calib, x = torch.randn(16, 3, 16, 16, generator=gen), torch.randn(16, 3, 16, 16, generator=gen)
-    result = get_exporter("tflite").export(model, x[:1], calib, Plan(target="tflite", scheme="int8"),
-                                           tmp_path / "cat.tflite")
+    result, got, ref = _int8_against_twin(model, calib, x, tmp_path / "cat.tflite")
     assert result.artifact.lowering["concatenations_sharing_one_scale"] == 2
-    got, _, _ = _run_interpreter(result.artifact.path, x.numpy())
-    ref = np.concatenate([result.reference(x[i : i + 1]).numpy() for i in range(len(x))])
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.98
     assert np.abs(got - ref).max() <= 0.05 * np.ptp(ref)
 
@@ -264,12 +269,9 @@ def test_int8_average_pool_keeps_its_input_scale_and_matches_its_twin(tmp_path):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     calib, x = torch.randn(8, 3, 16, 16, generator=gen), torch.randn(4, 3, 16, 16, generator=gen)
-    result = get_exporter("tflite").export(PaddedAveragePool().eval(), calib[:1], calib,
-                                           Plan(target="tflite", scheme="int8"), tmp_path / "pool.tflite")
+    result, got, ref = _int8_against_twin(PaddedAveragePool().eval(), calib, x, tmp_path / "pool.tflite")
     assert result.artifact.lowering["pools_sharing_one_scale"] == 1
-    got, _, _ = _run_interpreter(result.artifact.path, x.numpy())
-    ref = np.concatenate([result.reference(x[i : i + 1]).numpy() for i in range(len(x))])
-    assert np.abs(got.reshape(ref.shape) - ref).max() <= 0.02 * np.ptp(ref)
+    assert np.abs(got - ref).max() <= 0.02 * np.ptp(ref)
 
 
 class PoolReadByThreeConvs(nn.Module):
@@ -299,12 +301,9 @@ def test_int8_max_pool_read_by_several_convs_matches_its_twin(tmp_path):
         model.b2.bias.add_(3.0)
     gen = torch.Generator().manual_seed(0)
     calib, x = torch.randn(8, 3, 16, 16, generator=gen), torch.randn(4, 3, 16, 16, generator=gen)
-    result = get_exporter("tflite").export(model, calib[:1], calib, Plan(target="tflite", scheme="int8"),
-                                           tmp_path / "fan.tflite")
+    result, got, ref = _int8_against_twin(model, calib, x, tmp_path / "fan.tflite")
     assert result.artifact.lowering["pools_sharing_one_scale"] == 2
-    got, _, _ = _run_interpreter(result.artifact.path, x.numpy())
-    ref = np.concatenate([result.reference(x[i : i + 1]).numpy() for i in range(len(x))])
-    assert np.abs(got.reshape(ref.shape) - ref).max() <= 0.015 * np.ptp(ref)
+    assert np.abs(got - ref).max() <= 0.015 * np.ptp(ref)
 
 
 def test_delegation_facts_name_the_op_xnnpack_rejects(tmp_path):
