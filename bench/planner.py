@@ -1,11 +1,13 @@
 """Planner benchmark (issue 5): budget compliance, accuracy against a uniform-pruning baseline, speed-up, search time.
 
 For each model: measure the dense fp32 ExecuTorch latency on host, then plan for a sweep of latency budgets from 90%
-down to 25% of it (host profile, executorch target, schemes fp32+int8, greedy), export the chosen plan and measure
-it independently (eval set, p50 over --runs). The baseline, side by side in the same run: torch-pruning with one
-uniform keep ratio (grid 1.0 .. 0.25 by 0.05), int8 static, the same fine-tune epochs; for each budget the densest
-uniform model whose measured p50 fits (the ratio chosen to meet the latency) and, as an oracle, the most accurate one
-by eval accuracy. Also: planning one phone vs a fleet of five (predicted only).
+down to 25% of it (host profile, executorch target, schemes fp32+int8, greedy), export the chosen plan again and
+keep the artifact. The baseline, side by side in the same run: torch-pruning with one uniform keep ratio (grid
+1.0 .. 0.25 by 0.05), int8 static, the same fine-tune epochs; for each budget the densest uniform model whose measured
+p50 fits (the ratio chosen to meet the latency) and, as an oracle, the most accurate one by eval accuracy. Every kept
+artifact (dense, plans, uniform models) is then timed in --passes interleaved passes, and its p50 is the median of its
+passes: a slow window of the machine hits one pass of a few artifacts, not one artifact's whole verdict. Also:
+planning one phone vs a fleet of five (predicted only).
 
     python bench/planner.py --models digits,mnist1d,mobilenet_v2 --budgets 10 --out bench-planner.json
 
@@ -22,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,8 +44,9 @@ from edgeprune.modelspec import resolve_model
 from edgeprune.profiles import host_profile, load_profile
 from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoveryConfig, distill
+from edgeprune.runners.base import BLOCK_PAUSE_S, measure_in_blocks
 from edgeprune.runners.host import HostRunner
-from edgeprune.types import Dataset, ModelSpec, Plan
+from edgeprune.types import Artifact, Dataset, ModelSpec, Plan
 
 FLEET = ("pixel-8", "pixel-7a", "galaxy-a54", "galaxy-a14", "raspberry-pi-5")
 
@@ -139,6 +143,20 @@ def _model(name: str, work: Path) -> tuple[ModelSpec, Dataset]:
 # ------------------------------------------------------------------------------------------------ measuring
 
 
+@dataclass
+class Kept:
+    """An independently exported artifact, its eval accuracy through the runtime and its p50 per timing pass."""
+
+    artifact: Artifact
+    threads: int
+    accuracy: float
+    p50s_ms: list[float] = field(default_factory=list)
+
+    @property
+    def p50_ms(self) -> float:
+        return float(np.median(self.p50s_ms))
+
+
 class Bench:
     def __init__(self, spec: ModelSpec, data: Dataset, runs: int, tmp: Path):
         self.spec, self.data, self.runs, self.tmp = spec, data, runs, tmp
@@ -147,61 +165,82 @@ class Bench:
         self.threads = host_profile().default_threads
         self._timed: dict[tuple[int, str, str, int], Any] = {}
         self._alive: list[nn.Module] = []
+        self._kept: list[Kept] = []
         self._exports = 0
 
     def measure(self, model: nn.Module, plan: Plan, inputs: np.ndarray) -> Any:
-        """Export and measure at the plan's thread count; the planner's repeated measurements of one model are
-        cached."""
+        """The planner's measurement, as `edgeprune build` takes it (3 blocks, their median); the planner's repeated
+        measurements of one model are cached."""
         key = (id(model), plan.scheme, str(len(inputs)), self._threads(plan))
         if key not in self._timed:
             self._alive.append(model)
-            self._timed[key] = self._export_and_measure(model, plan, inputs, blocks=1)[0]
+            artifact = self._export(model, plan)
+            self._timed[key] = measure_in_blocks(HostRunner(), artifact, inputs, warmup=10, runs=50,
+                                                 threads=self._threads(plan), blocks=3)
         return self._timed[key]
 
-    def final(self, model: nn.Module, plan: Plan, blocks: int = 3) -> tuple[float, float]:
-        """(p50 ms, eval accuracy through the runtime) of an independent export, never the planner's cached one.
-
-        The p50 is the median of `blocks` measurement blocks of that artifact, so one slow window of this VM (a
-        1.5-3x outlier now and then) does not decide a budget's verdict or the baseline's fit.
-        """
-        runs = self._export_and_measure(model, plan, self.data.eval_x, blocks)
-        m = runs[0]
+    def keep(self, model: nn.Module, plan: Plan) -> Kept:
+        """A fresh export (never the planner's cached one), its accuracy through the runtime and a first p50; the
+        artifact is timed again in every pass of `time_passes`."""
+        artifact = self._export(model, plan)
+        m = HostRunner().measure(artifact, self.data.eval_x, warmup=10, runs=self.runs, threads=self._threads(plan))
         acc = float((m.outputs.reshape(len(m.outputs), -1).argmax(1) == self.data.eval_y).mean())
-        return float(np.median([r.latency_p50_ms for r in runs])), acc
+        kept = Kept(artifact, self._threads(plan), acc, [m.latency_p50_ms])
+        self._kept.append(kept)
+        return kept
+
+    def reference(self, model: nn.Module, plan: Plan, blocks: int = 5) -> float:
+        """The p50 budgets are set from: the median of `blocks` blocks of one fresh export."""
+        m = measure_in_blocks(HostRunner(), self._export(model, plan), self.data.eval_x[:1], warmup=10, runs=self.runs,
+                              threads=self._threads(plan), blocks=blocks)
+        return m.latency_p50_ms
+
+    def time_passes(self, passes: int) -> None:
+        """Time every kept artifact once per pass, all of them side by side; the first p50 (taken minutes earlier,
+        beside other work) is dropped."""
+        for kept in self._kept:
+            del kept.p50s_ms[:]
+        for i in range(passes):
+            time.sleep(BLOCK_PAUSE_S)
+            for kept in self._kept:
+                m = HostRunner().measure(kept.artifact, self.data.eval_x[:1], warmup=10, runs=self.runs,
+                                         threads=kept.threads)
+                kept.p50s_ms.append(m.latency_p50_ms)
+            _log(f"timing pass {i + 1}/{passes} over {len(self._kept)} artifacts done")
 
     def _threads(self, plan: Plan) -> int:
         return min(plan.threads, os.cpu_count() or 1)
 
-    def _export_and_measure(self, model: nn.Module, plan: Plan, inputs: np.ndarray, blocks: int) -> list[Any]:
-        """One fresh export, measured `blocks` times."""
+    def _export(self, model: nn.Module, plan: Plan) -> Artifact:
         self._exports += 1
         path = self.tmp / f"m{self._exports}.pte"
         with native_stderr_silenced():
-            result = get_exporter(plan.target).export(model, self.example, self.calib, plan, path)
-            return [HostRunner().measure(result.artifact, inputs, warmup=10, runs=self.runs,
-                                         threads=self._threads(plan)) for _ in range(blocks)]
+            return get_exporter(plan.target).export(model, self.example, self.calib, plan, path).artifact
 
 
-def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet_too: bool = True,
+def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work: Path, fleet_too: bool = True,
               checkpoint: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """The model's results; `checkpoint` gets the partial results after every budget and baseline point."""
     spec, data = _model(name, work)
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
         bench = Bench(spec, data, runs, Path(tmp))
         dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
-        dense_ms, dense_acc = bench.final(spec.module, dense_plan)
-        _log(f"{name}: dense fp32 p50 {dense_ms:.4f} ms, accuracy {dense_acc:.4f}")
+        reference_ms = bench.reference(spec.module, dense_plan)
+        dense = bench.keep(spec.module, dense_plan)
+        _log(f"{name}: dense fp32 p50 {reference_ms:.4f} ms (budget reference), accuracy {dense.accuracy:.4f}")
 
         planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
         rows: list[dict[str, Any]] = []
+        kept_by_row: dict[int, Kept] = {}
         baseline: list[dict[str, Any]] = []
+        kept_uniform: list[Kept] = []
 
         def partial() -> dict[str, Any]:
-            return {"model": spec.name, "partial": True, "dense_fp32_p50_ms": dense_ms, "budgets": rows,
+            return {"model": spec.name, "partial": True, "dense_reference_p50_ms": reference_ms, "budgets": rows,
                     "baseline_uniform_int8": baseline}
 
         for frac in np.linspace(0.9, 0.25, budgets):
-            budget = float(dense_ms * frac)
+            budget = float(reference_ms * frac)
             profile = host_profile().with_budget(latency_ms=budget)
             start = time.perf_counter()
             try:
@@ -213,17 +252,19 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
                 _log(f"{name} {frac:.2f}: infeasible")
                 continue
             wall = time.perf_counter() - start
-            p50, acc = bench.final(chosen.tuned.model, chosen.plan)
+            kept = bench.keep(chosen.tuned.model, chosen.plan)
+            kept_by_row[len(rows)] = kept
             rows.append({
                 "budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "planned",
                 "plan": chosen.candidate.label(), "rounds": len(chosen.rounds),
                 "threads": chosen.candidate.threads, "importance": chosen.candidate.importance,
-                "measured_p50_ms": p50, "within_budget": p50 <= budget, "utilisation": p50 / budget,
-                "accuracy": acc, "search_s": round(wall - chosen.final_finetune_s, 1),
+                "planner_measured_ms": chosen.rounds[-1].measured.get("latency_ms"),
+                "accuracy": kept.accuracy, "search_s": round(wall - chosen.final_finetune_s, 1),
                 "final_finetune_s": round(chosen.final_finetune_s, 1),
                 "macs_after": chosen.tuned.summary.macs_after, "macs_before": chosen.tuned.summary.macs_before,
             })
-            _log(f"{name} {frac:.2f}: {chosen.candidate.label()} p50 {p50:.4f}/{budget:.4f} ms acc {acc:.4f}")
+            _log(f"{name} {frac:.2f}: {chosen.candidate.label()} first p50 {kept.p50_ms:.4f}/{budget:.4f} ms "
+                 f"acc {kept.accuracy:.4f}")
             checkpoint(partial())
 
         for keep in np.arange(1.0, 0.249, -0.05):
@@ -231,10 +272,20 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
             if keep < 1.0 and epochs > 0:
                 distill(model, spec.module, data.train_x, data.train_y, RecoveryConfig(epochs=epochs))
-            p50, acc = bench.final(model, plan)
-            baseline.append({"keep": round(float(keep), 2), "p50_ms": p50, "accuracy": acc})
-            _log(f"{name} uniform keep {keep:.2f}: p50 {p50:.4f} ms acc {acc:.4f}")
+            kept = bench.keep(model, plan)
+            kept_uniform.append(kept)
+            baseline.append({"keep": round(float(keep), 2), "accuracy": kept.accuracy})
+            _log(f"{name} uniform keep {keep:.2f}: first p50 {kept.p50_ms:.4f} ms acc {kept.accuracy:.4f}")
             checkpoint(partial())
+
+        bench.time_passes(passes)
+        dense_ms = dense.p50_ms
+        for i, row in kept_by_row.items():
+            p50 = kept_by_row[i].p50_ms
+            rows[i].update({"measured_p50_ms": p50, "pass_p50s_ms": [round(v, 5) for v in kept_by_row[i].p50s_ms],
+                            "within_budget": p50 <= rows[i]["budget_ms"], "utilisation": p50 / rows[i]["budget_ms"]})
+        for point, kept in zip(baseline, kept_uniform):
+            point.update({"p50_ms": kept.p50_ms, "pass_p50s_ms": [round(v, 5) for v in kept.p50s_ms]})
         for row in rows:
             row.update(compare_to_uniform(row, baseline))
 
@@ -245,8 +296,8 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             done, final_s = 0, 0.0
             for device in devices:
                 prof = load_profile(device)  # budget: half the predicted dense latency, so every device must prune
-                dense = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
-                prof = prof.with_budget(latency_ms=0.5 * dense, max_accuracy_drop_pct=100.0)
+                dense_pred = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
+                prof = prof.with_budget(latency_ms=0.5 * dense_pred, max_accuracy_drop_pct=100.0)
                 try:
                     final_s += fresh.plan_device(prof, ("executorch",), None, "host").final_finetune_s
                     done += 1
@@ -256,12 +307,15 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, work: Path, fleet
             fleet[f"{len(devices)}_devices_search_s"] = round(time.perf_counter() - start - final_s, 1)
             fleet[f"{len(devices)}_devices_planned"] = done
     planned = [r for r in rows if r["status"] == "planned"]
-    within_1pt = [r for r in planned if r["accuracy"] >= dense_acc - 0.01]
+    within_1pt = [r for r in planned if r["accuracy"] >= dense.accuracy - 0.01]
     return {
         "model": spec.name,
+        "dense_reference_p50_ms": reference_ms,
         "dense_fp32_p50_ms": dense_ms,
-        "dense_accuracy": dense_acc,
+        "dense_pass_p50s_ms": [round(v, 5) for v in dense.p50s_ms],
+        "dense_accuracy": dense.accuracy,
         "finetune_epochs": epochs,
+        "timing_passes": passes,
         "budgets": rows,
         "baseline_uniform_int8": baseline,
         "summary": {
@@ -304,7 +358,8 @@ def main() -> None:
     parser.add_argument("--models", default="digits,mnist1d,mobilenet_v2")
     parser.add_argument("--budgets", type=int, default=10)
     parser.add_argument("--finetune-epochs", type=int, default=10)
-    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=100, help="timed runs per block and per pass")
+    parser.add_argument("--passes", type=int, default=5, help="interleaved timing passes over every kept artifact")
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/edgeprune/bench-planner"))
     parser.add_argument("--out", help="write the JSON here as well")
     parser.add_argument("--no-fleet", action="store_true", help="skip planning one phone vs a fleet of five")
@@ -324,7 +379,7 @@ def main() -> None:
                 if args.out:
                     Path(args.out).write_text(json.dumps(out | {"models": out["models"] + [partial]}, indent=2))
 
-            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, work, not args.no_fleet,
+            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, args.passes, work, not args.no_fleet,
                                            checkpoint))
             if args.out:
                 Path(args.out).write_text(json.dumps(out, indent=2))

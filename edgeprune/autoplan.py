@@ -14,7 +14,8 @@ the thread count. Fidelity tiers, cheapest first:
    is then fine-tuned in full (`finetune_epochs`, the same recipe `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
    thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
 4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
-   measure it). A miss is fed back into the correction and the plan re-chosen, at most `max_rounds` times.
+   measure it), in blocks; its slowest block must meet the budget. A miss is fed back into the correction and the
+   plan re-chosen, at most `max_rounds` times.
 
 Only `pipeline.py` calls this module; it hands in a `measure` callable that exports and measures a candidate.
 """
@@ -357,7 +358,7 @@ class Planner:
             known.clear()
             p = self.predicted(profile, space, c)
             pair = (c.target, c.scheme, c.threads)
-            latency = m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
+            latency = _slowest_block_ms(m, percentile)
             correction.add(pair, "latency", p.latency_p50_ms, latency)
             correction.add(pair, "size", p.model_size_mb, m.size_bytes / 1e6)
             if m.peak_memory_mb is not None:
@@ -592,6 +593,17 @@ class Planner:
         why = "; ".join(parts) or "no single plan meets every budget at once"
         return (f"device '{profile.name}': no plan meets the budget: {why}; closest plan {closest.candidate.label()} "
                 f"at {_costs_text(costs(closest.candidate))}; loosen the budget or choose a faster target/scheme")
+
+
+def _slowest_block_ms(m: Measurement, percentile: str) -> float:
+    """The latency a plan is judged and the cost model corrected by: the slowest measurement block's p50 (or p90).
+    A plan must meet its budget in every block, so a thread count whose timing swings on this device (threads
+    waiting on each other while the app or the OS takes a core) is corrected towards its slow blocks, and the search
+    favours what meets the budget reliably."""
+    blocks = m.extra.get(f"block_{percentile}_ms")
+    if blocks:
+        return float(max(blocks))
+    return m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
 
 
 def _met(limits: Limits, got: dict[str, float | None], headroom: float = 0.0) -> bool:

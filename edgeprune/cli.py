@@ -87,9 +87,14 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
                         "plan then gets --finetune-epochs")
 
 
+BLOCKS_HELP = ("measurement blocks of --runs each, a short pause apart; latency p50/p90 are the blocks' medians "
+               "(default 3)")
+
+
 def _add_measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    p.add_argument("--blocks", type=int, default=3, help=BLOCKS_HELP)
     _add_runner_options(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -159,6 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path, help="a build folder (dist/) or one device's folder (dist/pixel-8)")
     validate.add_argument("--runs", type=int, default=50, help="timed runs (default 50)")
     validate.add_argument("--warmup", type=int, default=10, help="untimed warm-up runs (default 10)")
+    validate.add_argument("--blocks", type=int, default=3, help=BLOCKS_HELP)
     validate.add_argument("--threads", type=int, help="threads (default: the device profile's)")
     _add_runner_options(validate, allow_all=True)
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -325,6 +331,7 @@ def _request(args: argparse.Namespace, **fields: Any):
         data=args.data,
         runs=args.runs,
         warmup=args.warmup,
+        blocks=args.blocks,
         seed=args.seed,
         on=args.on,
         remote_python=args.remote_python,
@@ -466,13 +473,15 @@ def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
         where = "every attached device"
         with stdout_to_stderr():
             results, notes = validate_on_attached(args.path, adb_port=args.adb_port, python=args.remote_python,
-                                                  runs=args.runs, warmup=args.warmup, threads=args.threads)
+                                                  runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                                  blocks=args.blocks)
     else:
         runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
                             known_hosts=args.known_hosts, adb_port=args.adb_port)
         where = runner.where
         with stdout_to_stderr():
-            results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads)
+            results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                               blocks=args.blocks)
     for note in notes:
         print(f"edgeprune: not measured: {note}", file=sys.stderr)
     if args.json:

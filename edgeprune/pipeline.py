@@ -37,6 +37,7 @@ from edgeprune.planner.recipe import make_recipe, write_plan_yaml
 from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
 from edgeprune.runners import get_runner
+from edgeprune.runners.base import measure_in_blocks
 from edgeprune.types import ARTIFACT_SUFFIX, SCHEMES, TARGETS, Dataset, Measurement, ModelSpec, Plan, PruneSummary, Quality, Verdict
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -67,6 +68,8 @@ class BuildRequest:
     """Threads a fixed plan runs (and is measured) with; None: each profile's `default_threads`."""
     runs: int = 50
     warmup: int = 10
+    blocks: int = 3
+    """Measurement blocks of `runs` each; latency p50/p90 are the blocks' medians (`measure_in_blocks`)."""
     seed: int = 0
     on: str = "host"
     """Where artifacts are measured: host, adb, adb:SERIAL or ssh:user@host[:port]."""
@@ -120,8 +123,9 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
         request.plan_settings.check()
     if not 0.0 <= request.prune < 1.0:
         raise ConfigError(f"--prune {request.prune} is out of range; give the fraction of channels to remove, in [0, 1)")
-    if request.runs < 1 or request.warmup < 0:
-        raise ConfigError(f"--runs {request.runs} / --warmup {request.warmup}: need runs >= 1 and warmup >= 0")
+    if request.runs < 1 or request.warmup < 0 or request.blocks < 1:
+        raise ConfigError(f"--runs {request.runs} / --warmup {request.warmup} / --blocks {request.blocks}: need "
+                          "runs >= 1, warmup >= 0 and blocks >= 1")
     if request.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs {request.finetune_epochs} must be >= 0")
     if request.threads is not None and request.threads < 1:
@@ -269,12 +273,11 @@ class _Exports:
         key = (id(model), plan.target, plan.scheme, threads, timing_only)
         if key not in self._measured:
             inputs = self.dataset.eval_x[:4] if timing_only else self.dataset.eval_x
-            runs = self.request.runs
+            runs, blocks = self.request.runs, self.request.blocks
             with self.steps.step(f"Measuring {plan.target} ({plan.scheme}) on {self.runner.where} "
-                                 f"({threads} threads, {runs} runs)"):
-                self._measured[key] = self.runner.measure(
-                    result.artifact, inputs, warmup=self.request.warmup, runs=runs, threads=threads
-                )
+                                 f"({threads} threads, {blocks} x {runs} runs)"):
+                self._measured[key] = measure_in_blocks(self.runner, result.artifact, inputs, threads=threads,
+                                                        warmup=self.request.warmup, runs=runs, blocks=blocks)
         return self._measured[key]
 
 

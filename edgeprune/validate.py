@@ -18,7 +18,7 @@ from edgeprune.data import load_data
 from edgeprune.errors import ConfigError
 from edgeprune.judge import judge, top1
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
-from edgeprune.runners.base import Runner
+from edgeprune.runners.base import Runner, measure_in_blocks
 from edgeprune.types import Artifact, Dataset, Measurement, Plan, Quality, TensorSpec
 
 
@@ -119,14 +119,17 @@ def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement,
     return {"device": build.device, "artifact": entry["path"], **record}
 
 
-def _check_counts(runs: int, warmup: int) -> None:
-    if runs < 1 or warmup < 0:
-        raise ConfigError(f"--runs {runs} / --warmup {warmup}: need runs >= 1 and warmup >= 0")
+def _check_counts(runs: int, warmup: int, blocks: int) -> None:
+    if runs < 1 or warmup < 0 or blocks < 1:
+        raise ConfigError(f"--runs {runs} / --warmup {warmup} / --blocks {blocks}: need runs >= 1, warmup >= 0 "
+                          "and blocks >= 1")
 
 
-def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, threads: int | None = None) -> list[dict[str, Any]]:
-    """Measure every artifact under `path` on `runner`, judge it, and append the result to its manifest."""
-    _check_counts(runs, warmup)
+def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, threads: int | None = None,
+             blocks: int = 3) -> list[dict[str, Any]]:
+    """Measure every artifact under `path` on `runner` (`blocks` blocks of `runs`, see `measure_in_blocks`), judge
+    it, and append the result to its manifest."""
+    _check_counts(runs, warmup, blocks)
     results = []
     for build in find_builds(path):
         data = _eval_data(build.manifest)
@@ -136,7 +139,8 @@ def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, th
             if runner.where == "host":
                 n_threads = min(n_threads, os.cpu_count() or 1)
             artifact = _artifact(build.folder, entry)
-            measurement = runner.measure(artifact, data.eval_x, warmup=warmup, runs=runs, threads=n_threads)
+            measurement = measure_in_blocks(runner, artifact, data.eval_x, warmup=warmup, runs=runs, threads=n_threads,
+                                            blocks=blocks)
             results.append(_record(build, entry, measurement, data.eval_y))
         atomic_write_json(build.folder / "manifest.json", build.manifest)
     return results
@@ -144,7 +148,7 @@ def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, th
 
 def validate_on_attached(
     path: Path, *, adb_host: str = "127.0.0.1", adb_port: int = 5037, python: str | None = None,
-    runs: int = 50, warmup: int = 10, threads: int | None = None,
+    runs: int = 50, warmup: int = 10, threads: int | None = None, blocks: int = 3,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """`--on adb:all`: every attached device measures, in parallel, the artifacts built for the profile it matches.
 
@@ -152,7 +156,7 @@ def validate_on_attached(
     """
     from edgeprune.runners.adb import AdbPool, list_connected, match_jobs
 
-    _check_counts(runs, warmup)
+    _check_counts(runs, warmup, blocks)
     builds = {b.device: b for b in find_builds(path)}
     sources = {(b.manifest["data"]["source"], tuple(b.manifest["model"]["input_shape"])) for b in builds.values()}
     if len(sources) != 1:
@@ -171,7 +175,7 @@ def validate_on_attached(
              for d in unmatched]
     pool = AdbPool(sorted({j.serial for j in jobs}), adb_host=adb_host, adb_port=adb_port, python=python)
     results = []
-    for res in pool.run(jobs, data.eval_x, warmup=warmup, runs=runs, threads=threads):
+    for res in pool.run(jobs, data.eval_x, warmup=warmup, runs=runs, threads=threads, blocks=blocks):
         if res.measurement is None:
             notes.append(f"{res.serial}: {res.artifact.path.name}: {res.error}")
             continue

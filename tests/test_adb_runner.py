@@ -391,6 +391,16 @@ def test_native_executor_runner_from_the_runner_cache(adb_server, plug, artifact
     assert device_files(dev, DEVICE_DIR) == []
 
 
+def test_a_timing_only_block_skips_the_energy_runs(adb_server, plug, artifact, inputs, stand_in_runner):
+    _, root = stand_in_runner
+    dev = plug("emu", python=None, props=EMULATOR_PROPS)  # has the power-stats HAL
+    m = _runner(adb_server, dev, cache_root=root, energy_runs=10).measure(artifact, inputs, warmup=1, runs=3, threads=1,
+                                                                       energy=False)
+    assert m.extra["energy_method"] is None and "timing only" in m.extra["energy_note"]
+    assert not any("--num_executions=14" in c for c in dev.commands)  # no second, longer run for energy
+    assert not any("dumpsys" in c for c in dev.commands)
+
+
 def test_battery_sampling_when_there_is_no_power_stats_hal(adb_server, plug, artifact, inputs, stand_in_runner):
     _, root = stand_in_runner
     # No HAL, but battery sensors: 450 mA discharging at 4.0 V = 1.8 W.

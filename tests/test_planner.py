@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from edgeprune.autoplan import Correction
+import numpy as np
+
+from edgeprune.autoplan import Correction, _slowest_block_ms
 from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
 from edgeprune.planner.search import Costs, Limits, greedy, is_uniform, uniform
@@ -18,7 +20,7 @@ from edgeprune.planner.sensitivity import Sensitivity
 from edgeprune.planner.space import thread_options
 from edgeprune.profiles import load_profile
 from edgeprune.prune import channel_groups, prune
-from edgeprune.types import ChannelGroup
+from edgeprune.types import ChannelGroup, Measurement
 
 
 def _groups(macs: list[int]) -> list[ChannelGroup]:
@@ -97,6 +99,18 @@ def test_correction_interpolates_between_measured_plans():
     noisy.add(pair, "latency", 1.0, 3.0)
     assert noisy.apply(pair, "latency", 2.5) == pytest.approx(2.5)
     assert noisy.apply(pair, "latency", 1.0) <= noisy.apply(pair, "latency", 4.0)
+
+
+def test_a_plan_is_judged_by_its_slowest_measurement_block():
+    def measured(extra):
+        return Measurement(0.2, 0.3, 0.21, 150, 10, 2, 1000, None, "file size", "host", "executorch.runtime", {},
+                           np.zeros((1, 10), np.float32), extra)
+
+    blocks = {"block_p50_ms": [0.2, 0.31, 0.19], "block_p90_ms": [0.3, 0.45, 0.28]}
+    assert _slowest_block_ms(measured(blocks), "p50") == 0.31  # not the median, 0.2
+    assert _slowest_block_ms(measured(blocks), "p90") == 0.45
+    assert _slowest_block_ms(measured({}), "p50") == 0.2  # one block (--blocks 1): its own figures
+    assert _slowest_block_ms(measured({}), "p90") == 0.3
 
 
 def test_greedy_prunes_the_cheap_stage_first_and_stops_past_the_budget():

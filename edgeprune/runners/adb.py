@@ -41,7 +41,7 @@ from edgeprune.errors import ConfigError, DeviceError, MissingDependencyError
 from edgeprune.runners import cache as runner_cache
 from edgeprune.runners import energy as energy_mod
 from edgeprune.runners.android import DeviceInfo, device_info, draft_profile
-from edgeprune.runners.base import Runner, check_request
+from edgeprune.runners.base import Runner, check_request, measure_in_blocks
 from edgeprune.runners.parsers import (
     BenchStats,
     ParseError,
@@ -282,6 +282,7 @@ class AdbRunner(Runner):
         self._python_for: dict[str, str | None] = {}
         self._info: DeviceInfo | None = None
         self._energy_source: str | None | bool = False  # False: not probed yet
+        self._energy_wanted = True  # this measure() call's `energy`
         self._leftovers: list[_Run] = []
 
     def _only_serial(self) -> str:
@@ -314,8 +315,10 @@ class AdbRunner(Runner):
         warmup: int = 10,
         runs: int = 50,
         threads: int = 1,
+        energy: bool = True,
     ) -> Measurement:
         check_request(artifact, inputs, warmup, runs, threads)
+        self._energy_wanted = energy
         first: _Disconnected | None = None
         for attempt in (1, 2):
             try:
@@ -648,6 +651,8 @@ class AdbRunner(Runner):
 
     def _run_with_energy(self, dev: _Device, run_program: Callable, runs: int, mean_ms: Callable):
         """Run the program for the measurement; with an energy source, also an energy run and an idle window."""
+        if not self._energy_wanted:
+            return run_program(runs), energy_mod.EnergyResult(None, None, "not measured in this block: timing only")
         source = None if self.energy is False else self._probe_energy(dev)
         if source is None:
             note = "disabled" if self.energy is False else "no power-stats HAL or battery sensor answered"
@@ -776,6 +781,7 @@ class AdbPool:
         warmup: int = 10,
         runs: int = 50,
         threads: int | None = None,
+        blocks: int = 1,
     ) -> list[PoolResult]:
         """Run every job; results come back in the jobs' order, failures as `error` (never raised)."""
         unknown = sorted({j.serial for j in jobs} - set(self.serials))
@@ -793,7 +799,8 @@ class AdbPool:
                 try:
                     runner = runner or self._factory(serial)
                     t = threads if threads is not None else job.artifact.plan.threads
-                    m = runner.measure(job.artifact, inputs, warmup=warmup, runs=runs, threads=t)
+                    m = measure_in_blocks(runner, job.artifact, inputs, warmup=warmup, runs=runs, threads=t,
+                                          blocks=blocks)
                     results[i] = PoolResult(serial, job.artifact, m, None)
                 except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
                     results[i] = PoolResult(serial, job.artifact, None, f"{type(exc).__name__}: {exc}")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,44 @@ class Runner(abc.ABC):
         warmup: int = 10,
         runs: int = 50,
         threads: int = 1,
+        energy: bool = True,
     ) -> Measurement:
         """Run every row of `inputs` (shape (N, *input_shape[1:]), float32) through the artifact one at a
         time, collecting float32 outputs; then time `runs` inferences of the first row after `warmup`
-        untimed ones at `threads` threads.
+        untimed ones at `threads` threads. `energy=False` skips any energy measurement (a repeated timing block).
         """
+
+
+BLOCK_PAUSE_S = 0.2
+"""Pause between measurement blocks, so that the blocks sample different moments of a shared machine."""
+
+
+def measure_in_blocks(runner: Runner, artifact: Artifact, inputs: np.ndarray, *, warmup: int, runs: int, threads: int,
+                      blocks: int) -> Measurement:
+    """`blocks` measurements of `runs` timed runs each, `BLOCK_PAUSE_S` apart; the first also runs every row of
+    `inputs` for the outputs. Latency p50 and p90 are the medians of the blocks' own, so a slow window of a shared
+    machine (a few milliseconds can hold a whole block of a small model) moves one block, not the verdict. Each
+    block's p50 and p90 are kept in `extra["block_p50_ms"]` and `extra["block_p90_ms"]`."""
+    if blocks < 1:
+        raise ConfigError(f"--blocks {blocks}: need at least 1 measurement block")
+    found = [runner.measure(artifact, inputs, warmup=warmup, runs=runs, threads=threads)]
+    for _ in range(blocks - 1):
+        time.sleep(BLOCK_PAUSE_S)
+        found.append(runner.measure(artifact, inputs[:1], warmup=warmup, runs=runs, threads=threads, energy=False))
+    if blocks == 1:
+        return found[0]
+    first = found[0]
+    peaks = [m.peak_memory_mb for m in found if m.peak_memory_mb is not None]
+    return replace(
+        first,
+        latency_p50_ms=float(np.median([m.latency_p50_ms for m in found])),
+        latency_p90_ms=float(np.median([m.latency_p90_ms for m in found])),
+        latency_mean_ms=float(np.mean([m.latency_mean_ms for m in found])),
+        runs=runs * blocks,
+        peak_memory_mb=max(peaks) if peaks else None,
+        extra=first.extra | {"block_p50_ms": [round(m.latency_p50_ms, 5) for m in found],
+                             "block_p90_ms": [round(m.latency_p90_ms, 5) for m in found]},
+    )
 
 
 def latency_stats_ms(samples_ms: list[float]) -> tuple[float, float, float]:

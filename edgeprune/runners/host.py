@@ -22,6 +22,7 @@ class HostRunner(Runner):
         warmup: int = 10,
         runs: int = 50,
         threads: int = 1,
+        energy: bool = True,  # no energy measurement here
     ) -> Measurement:
         check_request(artifact, inputs, warmup, runs, threads)
         session = open_session(artifact, threads)

@@ -131,6 +131,7 @@ class SshRunner(Runner):
         warmup: int = 10,
         runs: int = 50,
         threads: int = 1,
+        energy: bool = True,  # no energy measurement here
     ) -> Measurement:
         inputs = np.asarray(inputs)
         check_request(artifact, inputs, warmup, runs, threads)
