@@ -263,6 +263,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
                 "accuracy": kept.accuracy, "search_s": round(wall - chosen.final_finetune_s, 1),
                 "final_finetune_s": round(chosen.final_finetune_s, 1),
                 "macs_after": chosen.tuned.summary.macs_after, "macs_before": chosen.tuned.summary.macs_before,
+                "planner_rounds": [r.to_dict() for r in chosen.rounds], "ranked": chosen.finetuned,
             })
             _log(f"{name} {frac:.2f}: {chosen.candidate.label()} first p50 {kept.p50_ms:.4f}/{budget:.4f} ms "
                  f"acc {kept.accuracy:.4f}")

@@ -428,7 +428,8 @@ class Planner:
                                           _met(limits, got), "predicted over budget: measured the closest plan, "
                                           "fed back into the correction, re-planning"))
                 continue
-            cand = self._choose(space, feasible, costs, profile, finetuned)
+            cand, seconds = self._choose(space, feasible, costs, profile, finetuned)
+            final_s += seconds
             predicted = costs(cand)
             if accepted is not None and cand == accepted[0]:
                 break  # the re-plan came back to the plan already measured within budget
@@ -489,11 +490,16 @@ class Planner:
         return visits
 
     def _choose(self, space, feasible: list[Visit], costs, profile: DeviceProfile,
-                finetuned: list[dict[str, Any]]) -> Candidate:
+                finetuned: list[dict[str, Any]]) -> tuple[Candidate, float]:
         """Tier 3 on the best feasible candidates: the most accurate after a brief fine-tune (objective
         'accuracy'), or the fastest within the accuracy budget (objective 'latency'). Of the feasible variants of
         one pruned model, the most faithful scheme wins, then (objective 'accuracy') the fewest threads, leaving
-        cores to the app, then the fastest."""
+        cores to the app, then the fastest.
+
+        The unpruned model needs no fine-tune, so its accuracy is final while a pruned candidate's brief one is
+        not: when it leads the brief ranking, the best pruned candidate is fine-tuned in full (as it would be if
+        chosen) and the two compared on that footing. Returns the candidate and, when that fine-tuned candidate is
+        chosen, the seconds its full fine-tune took."""
         rank = {sc: i for i, sc in enumerate(SCHEME_PREFERENCE)}
         fewest_threads = self.settings.objective == "accuracy"
 
@@ -509,7 +515,7 @@ class Planner:
         if self.settings.objective == "latency":
             options.sort(key=lambda v: costs(v.candidate).latency_ms)
             max_drop = profile.budget.max_accuracy_drop_pct
-            return self._fastest_within(space, options, max_drop, finetuned)
+            return self._fastest_within(space, options, max_drop, finetuned), 0.0
         options.sort(key=lambda v: (-v.proxy_accuracy, rank[v.candidate.scheme], costs(v.candidate).latency_ms))
         ranked = options[: self.settings.top_k]
         # the best uniform plan is always ranked too: a searched plan is chosen only if it beats it after fine-tuning
@@ -519,7 +525,20 @@ class Planner:
             tuned = self._tune_logged(space, v, finetuned)
             scored.append((tuned.accuracy, -rank[v.candidate.scheme], -costs(v.candidate).latency_ms, v, tuned))
         best = max(scored, key=lambda t: t[:3])
-        return best[3].candidate
+        pruned = [t for t in scored if not _unpruned(t[3].candidate)]
+        if not _unpruned(best[3].candidate) or not pruned:
+            return best[3].candidate, 0.0
+        contender = max(pruned, key=lambda t: t[:3])
+        tuned, seconds = self._final(space, contender[3].candidate)
+        entry = _candidate_dict(contender[3].candidate, space) | {"accuracy": tuned.accuracy,
+                                                                  "epochs": self.settings.finetune_epochs,
+                                                                  "params": tuned.summary.params_after,
+                                                                  "why": "the unpruned model led the brief ranking"}
+        if entry not in finetuned:
+            finetuned.append(entry)
+        if (tuned.accuracy, *contender[1:3]) > best[:3]:
+            return contender[3].candidate, seconds  # its final fine-tune, done early
+        return best[3].candidate, 0.0  # the full fine-tune was part of the search
 
     def _fastest_within(self, space, options: list[Visit], max_drop: float | None,
                         finetuned: list[dict[str, Any]]) -> Candidate:
@@ -593,6 +612,10 @@ class Planner:
         why = "; ".join(parts) or "no single plan meets every budget at once"
         return (f"device '{profile.name}': no plan meets the budget: {why}; closest plan {closest.candidate.label()} "
                 f"at {_costs_text(costs(closest.candidate))}; loosen the budget or choose a faster target/scheme")
+
+
+def _unpruned(c: Candidate) -> bool:
+    return all(k >= 1.0 for k in c.keep)
 
 
 def _slowest_block_ms(m: Measurement, percentile: str) -> float:

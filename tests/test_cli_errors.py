@@ -156,8 +156,8 @@ def test_data_of_the_wrong_shape(tmp_path, capsys, user_models):
 
 @pytest.mark.parametrize(
     "extra",
-    [["--prune", "1.5"], ["--latency-ms", "-3"], ["--quant", "int4"], ["--target", "coreml"]],
-    ids=["prune-range", "negative-latency", "unknown-quant", "unknown-target"],
+    [["--prune", "1.5"], ["--latency-ms", "-3"], ["--quant", "int4"], ["--target", "coreml"], ["--blocks", "0"]],
+    ids=["prune-range", "negative-latency", "unknown-quant", "unknown-target", "no-blocks"],
 )
 def test_bad_options(tmp_path, capsys, user_models, extra):
     out = tmp_path / "dist"
