@@ -282,10 +282,10 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
 
         bench.time_passes(passes)
         dense_ms = dense.p50_ms
-        for i, row in kept_by_row.items():
-            p50 = kept_by_row[i].p50_ms
-            rows[i].update({"measured_p50_ms": p50, "pass_p50s_ms": [round(v, 5) for v in kept_by_row[i].p50s_ms],
-                            "within_budget": p50 <= rows[i]["budget_ms"], "utilisation": p50 / rows[i]["budget_ms"]})
+        for i, kept in kept_by_row.items():
+            p50, budget = kept.p50_ms, rows[i]["budget_ms"]
+            rows[i].update({"measured_p50_ms": p50, "pass_p50s_ms": [round(v, 5) for v in kept.p50s_ms],
+                            "within_budget": p50 <= budget, "utilisation": p50 / budget})
         for point, kept in zip(baseline, kept_uniform):
             point.update({"p50_ms": kept.p50_ms, "pass_p50s_ms": [round(v, 5) for v in kept.p50s_ms]})
         for row in rows:
@@ -381,8 +381,8 @@ def main() -> None:
                 if args.out:
                     Path(args.out).write_text(json.dumps(out | {"models": out["models"] + [partial]}, indent=2))
 
-            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, args.passes, work, not args.no_fleet,
-                                           checkpoint))
+            out["models"].append(run_model(name, args.budgets, args.finetune_epochs, args.runs, args.passes, work,
+                                           not args.no_fleet, checkpoint))
             if args.out:
                 Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
