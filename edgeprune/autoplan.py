@@ -15,7 +15,8 @@ the thread count. Fidelity tiers, cheapest first:
    thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
 4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
    measure it), in blocks; its slowest block must meet the budget. A miss is fed back into the correction and the
-   plan re-chosen, at most `max_rounds` times.
+   plan re-chosen, at most `max_rounds` times. A thread count whose unpruned model measured no faster than with
+   fewer threads is left out of the search.
 
 Only `pipeline.py` calls this module; it hands in a `measure` callable that exports and measures a candidate.
 """
@@ -185,6 +186,8 @@ class DevicePlan:
     """Of `seconds`, the time spent fine-tuning chosen plans in full (the rest is the search)."""
     sensitivity: dict[str, Sensitivity] = field(default_factory=dict)
     """The proxy's per-stage sensitivity, per importance criterion searched."""
+    dropped: list[str] = field(default_factory=list)
+    """(target, scheme, threads) left out of the search, and why."""
 
     @property
     def plan(self):
@@ -202,7 +205,8 @@ class DevicePlan:
             "visited": self.visited,
             "seconds": round(self.seconds, 2),
             "final_finetune_s": round(self.final_finetune_s, 2),
-            "searched": {"importance": list(self.space.importances), "threads": list(self.space.threads)},
+            "searched": {"importance": list(self.space.importances), "threads": list(self.space.threads),
+                         "dropped": self.dropped},
             "sensitivity": {name: sens.to_dict(self.space) for name, sens in self.sensitivity.items()},
         }
 
@@ -367,13 +371,14 @@ class Planner:
 
         rounds: list[RoundReport] = []
         finetuned: list[dict[str, Any]] = []
-        anchored: set[tuple[str, str, int]] = set()
+        anchored: dict[tuple[str, str, int], float] = {}  # (target, scheme, threads): the unpruned model's ms
 
         def anchor(target: str, scheme: str, threads: int) -> dict[str, float | None]:
             dense = space.dense(scheme, target, threads=threads)
-            anchored.add((target, scheme, threads))
             with self.steps.step(f"Measuring the unpruned model ({target}, {scheme}, {threads} threads) on {where}"):
-                return learn(dense, measure(space.to_plan(dense), self.spec.module))
+                got = learn(dense, measure(space.to_plan(dense), self.spec.module))
+            anchored[(target, scheme, threads)] = got["latency_ms"]
+            return got
 
         if s.objective == "accuracy":  # the unpruned model at the most faithful scheme, if it fits, is the answer
             scheme = min(space.schemes, key=SCHEME_PREFERENCE.index)
@@ -399,6 +404,11 @@ class Planner:
                         if (target, scheme, threads) not in anchored:
                             anchor(target, scheme, threads)
 
+        dropped = _no_faster_with_more_threads(anchored)
+
+        def allowed(v: Visit) -> bool:
+            return (v.candidate.target, v.candidate.scheme, v.candidate.threads) not in dropped
+
         sens = {importance: self.sensitivity(space, importance) for importance in space.importances}
 
         def proxy(c: Candidate) -> float:
@@ -413,10 +423,12 @@ class Planner:
             # a feasible plan at another thread count is a plan too (a search visits only some thread counts)
             feasible += [replace(v, candidate=c, costs=costs(c)) for v in list(feasible) for n in space.threads
                          if (c := replace(v.candidate, threads=n)) != v.candidate and limits.met(costs(c), s.margin)]
+            feasible = [v for v in feasible if allowed(v)]
             if not feasible:
                 if accepted is not None:
                     break
-                probe = min(visits, key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
+                probe = min([v for v in visits if allowed(v)] or visits,
+                            key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
                 if not counts or round_no == s.max_rounds or probe.candidate in probed:
                     raise BudgetInfeasibleError(self._infeasible(profile, space, visits, costs, limits))
                 # predicted out of reach: measure the closest plan before believing it (the prediction may be off)
@@ -467,9 +479,9 @@ class Planner:
                 f"({cand.label()}) the best accuracy drop is {drop:.2f} points > {max_drop:g} allowed; "
                 "loosen the latency/size budgets or allow a larger accuracy drop"
             )
-        front = self._front(space, visits, costs, proxy)
+        front = self._front(space, [v for v in visits if allowed(v)] or visits, costs, proxy)
         return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
-                          time.perf_counter() - start, measured, final_s, sens)
+                          time.perf_counter() - start, measured, final_s, sens, sorted(dropped.values()))
 
     # ------------------------------------------------------------------------------------------ helpers
     def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
@@ -627,6 +639,19 @@ def _slowest_block_ms(m: Measurement, percentile: str) -> float:
     if blocks:
         return float(max(blocks))
     return m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
+
+
+def _no_faster_with_more_threads(anchored: dict[tuple[str, str, int], float]) -> dict[tuple[str, str, int], str]:
+    """The (target, scheme, threads) whose unpruned model measured no faster than with fewer threads, and why: more
+    cores for nothing (threads contending on a small host, or spilling onto a phone's little cores), so their plans
+    are left out; a pruned model has less work to share between threads, not more."""
+    out = {}
+    for (target, scheme, threads), ms in anchored.items():
+        fewer = [v for (t, sc, n), v in anchored.items() if (t, sc) == (target, scheme) and n < threads]
+        if fewer and ms >= min(fewer):
+            out[(target, scheme, threads)] = (f"{target}/{scheme} at {threads} threads: the unpruned model measured "
+                                              f"{ms:.4g} ms, no faster than {min(fewer):.4g} ms with fewer threads")
+    return out
 
 
 def _met(limits: Limits, got: dict[str, float | None], headroom: float = 0.0) -> bool:

@@ -12,7 +12,7 @@ import yaml
 
 import numpy as np
 
-from edgeprune.autoplan import Correction, _slowest_block_ms
+from edgeprune.autoplan import Correction, _no_faster_with_more_threads, _slowest_block_ms
 from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
 from edgeprune.planner.search import Costs, Limits, greedy, is_uniform, uniform
@@ -111,6 +111,16 @@ def test_a_plan_is_judged_by_its_slowest_measurement_block():
     assert _slowest_block_ms(measured(blocks), "p90") == 0.45
     assert _slowest_block_ms(measured({}), "p50") == 0.2  # one block (--blocks 1): its own figures
     assert _slowest_block_ms(measured({}), "p90") == 0.3
+
+
+def test_a_thread_count_no_faster_than_fewer_threads_is_left_out():
+    anchored = {("executorch", "fp32", 1): 0.09, ("executorch", "fp32", 2): 0.13,  # the second thread only contends
+                ("executorch", "int8", 1): 0.05, ("executorch", "int8", 2): 0.03, ("executorch", "int8", 4): 0.031,
+                ("xnn", "int8", 2): 0.2}
+    dropped = _no_faster_with_more_threads(anchored)
+    assert set(dropped) == {("executorch", "fp32", 2), ("executorch", "int8", 4)}
+    assert "0.13 ms, no faster than 0.09 ms" in dropped[("executorch", "fp32", 2)]
+    assert "0.031 ms, no faster than 0.03 ms" in dropped[("executorch", "int8", 4)]
 
 
 def test_greedy_prunes_the_cheap_stage_first_and_stops_past_the_budget():
