@@ -106,9 +106,12 @@ MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
 
 class Correction:
     """Maps the cost model's prediction to what the device measured, per (target, scheme, threads), from the plans
-    measured so far: linear between measured points, proportional to the nearest one outside them. The points are first
-    made monotonic (pool-adjacent-violators): a smaller prediction never maps to a larger latency, so one noisy
-    measurement (a pruned plan timed slower than the dense one) cannot make every pruned plan look slower."""
+    measured so far: linear between measured points, proportional to the nearest one outside them. Below the smallest
+    measured plan, the line through the two smallest is used where it lies higher: a fixed per-inference cost (operator
+    dispatch, thread wake-ups) that the prediction misses does not shrink with the model, and extrapolating it away
+    sent one round after another to plans that missed. The points are first made monotonic (pool-adjacent-violators):
+    a smaller prediction never maps to a larger latency, so one noisy measurement (a pruned plan timed slower than the
+    dense one) cannot make every pruned plan look slower."""
 
     def __init__(self) -> None:
         self.points: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
@@ -122,7 +125,11 @@ class Correction:
         if not pts:
             return predicted
         if predicted <= pts[0][0]:
-            return predicted * pts[0][1] / pts[0][0]
+            proportional = predicted * pts[0][1] / pts[0][0]
+            if len(pts) < 2:
+                return proportional
+            (x0, y0), (x1, y1) = pts[0], pts[1]
+            return max(proportional, y0 - (x0 - predicted) * (y1 - y0) / (x1 - x0))
         if predicted >= pts[-1][0]:
             return predicted * pts[-1][1] / pts[-1][0]
         xs, ys = zip(*pts)

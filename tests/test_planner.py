@@ -92,7 +92,13 @@ def test_correction_interpolates_between_measured_plans():
     assert c.apply(pair, "latency", 2.0) == pytest.approx(1.0)  # proportional to the one point
     c.add(pair, "latency", 1.0, 0.8)
     assert c.apply(pair, "latency", 2.5) == pytest.approx(1.4)  # linear between (1, 0.8) and (4, 2)
-    assert c.apply(pair, "latency", 0.5) == pytest.approx(0.4)
+    # below the smallest plan: the line through the two smallest, (1, 0.8) and (4, 2), which keeps the fixed 0.4 ms the
+    # prediction misses, not 0.5 * 0.8 proportionally
+    assert c.apply(pair, "latency", 0.5) == pytest.approx(0.6)
+    steep = Correction()  # where the line falls below proportional (the small plan ran relatively faster): proportional
+    steep.add(pair, "latency", 4.0, 4.0)
+    steep.add(pair, "latency", 2.0, 1.0)
+    assert steep.apply(pair, "latency", 1.0) == pytest.approx(0.5)
     assert c.apply(("onnx", "int8"), "latency", 3.0) == 3.0  # other pairs untouched
     noisy = Correction()  # a pruned plan (predicted 1) timed slower than the dense one (predicted 4): pooled
     noisy.add(pair, "latency", 4.0, 2.0)
