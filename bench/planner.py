@@ -193,9 +193,9 @@ class Bench:
         return kept
 
     def reference(self, model: nn.Module, plan: Plan, blocks: int = 9, pause_s: float = 1.5) -> list[float]:
-        """The p50s budgets are set from (their median): `blocks` blocks of one fresh export, `pause_s` apart. On this
-        VM a 2-thread run keeps a fast or a slow mode for seconds at a time (the MNIST-1D dense model: 0.037 or
-        0.056 ms), so the blocks are spread over about 15 s; the speed-ups use the interleaved passes instead."""
+        """The p50s of `blocks` blocks of one fresh export, `pause_s` apart; the budgets are set from their median.
+        On this VM a 2-thread run keeps a fast or a slow mode for seconds at a time (the MNIST-1D dense model: 0.037
+        or 0.056 ms), so the blocks are spread over about 15 s; the speed-ups use the interleaved passes instead."""
         artifact = self._export(model, plan)
         p50s = []
         for i in range(blocks):

@@ -108,10 +108,9 @@ class Correction:
     """Maps the cost model's prediction to what the device measured, per (target, scheme, threads), from the plans
     measured so far: linear between measured points, proportional to the nearest one outside them. Below the smallest
     measured plan, the line through the two smallest is used where it lies higher: a fixed per-inference cost (operator
-    dispatch, thread wake-ups) that the prediction misses does not shrink with the model, and extrapolating it away
-    sent one round after another to plans that missed. The points are first made monotonic (pool-adjacent-violators):
-    a smaller prediction never maps to a larger latency, so one noisy measurement (a pruned plan timed slower than the
-    dense one) cannot make every pruned plan look slower."""
+    dispatch, thread wake-ups) that the prediction misses does not shrink with the model. The points are first made
+    monotonic (pool-adjacent-violators): a smaller prediction never maps to a larger latency, so one noisy measurement
+    (a pruned plan timed slower than the dense one) cannot make every pruned plan look slower."""
 
     def __init__(self) -> None:
         self.points: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
@@ -126,7 +125,7 @@ class Correction:
             return predicted
         if predicted <= pts[0][0]:
             proportional = predicted * pts[0][1] / pts[0][0]
-            if len(pts) < 2:
+            if len(pts) < 2 or pts[1][0] <= pts[0][0]:  # one point, or one plan measured twice: no line
                 return proportional
             (x0, y0), (x1, y1) = pts[0], pts[1]
             return max(proportional, y0 - (x0 - predicted) * (y1 - y0) / (x1 - x0))

@@ -99,6 +99,10 @@ def test_correction_interpolates_between_measured_plans():
     steep.add(pair, "latency", 4.0, 4.0)
     steep.add(pair, "latency", 2.0, 1.0)
     assert steep.apply(pair, "latency", 1.0) == pytest.approx(0.5)
+    twice = Correction()  # one plan measured in two rounds: two points at one prediction, no line through them
+    twice.add(pair, "latency", 2.0, 1.0)
+    twice.add(pair, "latency", 2.0, 1.2)
+    assert twice.apply(pair, "latency", 1.0) == pytest.approx(0.5)  # proportional to the first point
     assert c.apply(("onnx", "int8"), "latency", 3.0) == 3.0  # other pairs untouched
     noisy = Correction()  # a pruned plan (predicted 1) timed slower than the dense one (predicted 4): pooled
     noisy.add(pair, "latency", 4.0, 2.0)
@@ -122,7 +126,7 @@ def test_a_plan_is_judged_by_its_slowest_measurement_block():
 def test_a_thread_count_no_faster_than_fewer_threads_is_left_out():
     anchored = {("executorch", "fp32", 1): 0.09, ("executorch", "fp32", 2): 0.13,  # the second thread only contends
                 ("executorch", "int8", 1): 0.05, ("executorch", "int8", 2): 0.03, ("executorch", "int8", 4): 0.031,
-                ("xnn", "int8", 2): 0.2}
+                ("tflite", "int8", 2): 0.2}
     dropped = _no_faster_with_more_threads(anchored)
     assert set(dropped) == {("executorch", "fp32", 2), ("executorch", "int8", 4)}
     assert "0.13 ms, no faster than 0.09 ms" in dropped[("executorch", "fp32", 2)]
