@@ -192,18 +192,12 @@ class Bench:
         self._kept.append(kept)
         return kept
 
-    def reference(self, model: nn.Module, plan: Plan, blocks: int = 9, pause_s: float = 1.5) -> list[float]:
-        """The p50s of `blocks` blocks of one fresh export, `pause_s` apart; the budgets are set from their median.
-        On this VM a 2-thread run keeps a fast or a slow mode for seconds at a time (the MNIST-1D dense model: 0.037
-        or 0.056 ms), so the blocks are spread over about 15 s; the speed-ups use the interleaved passes instead."""
-        artifact = self._export(model, plan)
-        p50s = []
-        for i in range(blocks):
-            if i:
-                time.sleep(pause_s)
-            p50s.append(HostRunner().measure(artifact, self.data.eval_x[:1], warmup=10, runs=self.runs,
-                                             threads=self._threads(plan)).latency_p50_ms)
-        return p50s
+    def reference(self, model: nn.Module, plan: Plan, blocks: int = 9, pause_s: float = 1.5) -> Any:
+        """The measurement budgets are set from: `blocks` blocks of one fresh export, `pause_s` apart, p50 their
+        median. On this VM a 2-thread run keeps a fast or a slow mode for seconds at a time (the MNIST-1D dense model:
+        0.037 or 0.056 ms), so the blocks are spread over about 15 s; the speed-ups use the interleaved passes."""
+        return measure_in_blocks(HostRunner(), self._export(model, plan), self.data.eval_x[:1], warmup=10,
+                                 runs=self.runs, threads=self._threads(plan), blocks=blocks, pause_s=pause_s)
 
     def time_passes(self, passes: int) -> None:
         """Time every kept artifact once per pass, all of them side by side; the first p50 (taken minutes earlier,
@@ -235,8 +229,8 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
         bench = Bench(spec, data, runs, Path(tmp))
         dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
-        reference_blocks_ms = bench.reference(spec.module, dense_plan)
-        reference_ms = float(np.median(reference_blocks_ms))
+        reference = bench.reference(spec.module, dense_plan)
+        reference_ms = reference.latency_p50_ms
         dense = bench.keep(spec.module, dense_plan)
         _log(f"{name}: dense fp32 p50 {reference_ms:.4f} ms (budget reference), accuracy {dense.accuracy:.4f}")
 
@@ -323,7 +317,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
     return {
         "model": spec.name,
         "dense_reference_p50_ms": reference_ms,
-        "dense_reference_block_p50s_ms": [round(v, 5) for v in reference_blocks_ms],
+        "dense_reference_block_p50s_ms": reference.extra["block_p50_ms"],
         "dense_fp32_p50_ms": dense_ms,
         "dense_pass_p50s_ms": [round(v, 5) for v in dense.p50s_ms],
         "dense_accuracy": dense.accuracy,

@@ -425,6 +425,7 @@ class Planner:
         final_s = 0.0
         for round_no in range(1, s.max_rounds + 1):
             visits = self._search(space, costs, proxy, limits)
+            usable = [v for v in visits if allowed(v)] or visits
             feasible = [v for v in visits if limits.met(costs(v.candidate), s.margin)]
             # a feasible plan at another thread count is a plan too (a search visits only some thread counts)
             feasible += [replace(v, candidate=c, costs=costs(c)) for v in list(feasible) for n in space.threads
@@ -433,8 +434,7 @@ class Planner:
             if not feasible:
                 if accepted is not None:
                     break
-                probe = min([v for v in visits if allowed(v)] or visits,
-                            key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
+                probe = min(usable, key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
                 if not counts or round_no == s.max_rounds or probe.candidate in probed:
                     raise BudgetInfeasibleError(self._infeasible(profile, space, visits, costs, limits))
                 # predicted out of reach: measure the closest plan before believing it (the prediction may be off)
@@ -485,7 +485,7 @@ class Planner:
                 f"({cand.label()}) the best accuracy drop is {drop:.2f} points > {max_drop:g} allowed; "
                 "loosen the latency/size budgets or allow a larger accuracy drop"
             )
-        front = self._front(space, [v for v in visits if allowed(v)] or visits, costs, proxy)
+        front = self._front(space, usable, costs, proxy)
         return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
                           time.perf_counter() - start, measured, final_s, sens, sorted(dropped.values()))
 

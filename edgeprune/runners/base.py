@@ -40,8 +40,8 @@ BLOCK_PAUSE_S = 0.2
 
 
 def measure_in_blocks(runner: Runner, artifact: Artifact, inputs: np.ndarray, *, warmup: int, runs: int, threads: int,
-                      blocks: int) -> Measurement:
-    """`blocks` measurements of `runs` timed runs each, `BLOCK_PAUSE_S` apart; the first also runs every row of
+                      blocks: int, pause_s: float = BLOCK_PAUSE_S) -> Measurement:
+    """`blocks` measurements of `runs` timed runs each, `pause_s` apart; the first also runs every row of
     `inputs` for the outputs. Latency p50 and p90 are the medians of the blocks' own, so a slow window of a shared
     machine (a few milliseconds can hold a whole block of a small model) moves one block, not the verdict. Each
     block's p50 and p90 are kept in `extra["block_p50_ms"]` and `extra["block_p90_ms"]`."""
@@ -49,7 +49,7 @@ def measure_in_blocks(runner: Runner, artifact: Artifact, inputs: np.ndarray, *,
         raise ConfigError(f"--blocks {blocks}: need at least 1 measurement block")
     found = [runner.measure(artifact, inputs, warmup=warmup, runs=runs, threads=threads)]
     for _ in range(blocks - 1):
-        time.sleep(BLOCK_PAUSE_S)
+        time.sleep(pause_s)
         found.append(runner.measure(artifact, inputs[:1], warmup=warmup, runs=runs, threads=threads, energy=False))
     if blocks == 1:
         return found[0]
