@@ -68,9 +68,9 @@ def _split_sizes(n: int) -> tuple[int, int]:
 
 
 def _split(
-    x: np.ndarray, y: np.ndarray, seed: int, *, source: str, num_classes: int
+    x: np.ndarray, y: np.ndarray | None, seed: int, *, source: str, num_classes: int | None
 ) -> Dataset:
-    """Deterministic train / calibration / eval split, stratified when every class allows it."""
+    """Deterministic train / calibration / eval split, stratified when labelled and every class allows it."""
     from sklearn.model_selection import train_test_split
 
     n = len(x)
@@ -78,9 +78,11 @@ def _split(
         raise ConfigError(f"{source}: {n} sample(s) cannot be split into train, calibration and eval; give at least 3")
     n_calib, n_eval = _split_sizes(n)
     idx = np.arange(n)
-    counts = np.bincount(y)
-    counts = counts[counts > 0]
-    stratify = counts.min() >= 2 if len(counts) else False
+    stratify = False
+    if y is not None:
+        counts = np.bincount(y)
+        counts = counts[counts > 0]
+        stratify = bool(counts.min() >= 2) if len(counts) else False
     if stratify:
         try:
             rest, ev = train_test_split(idx, test_size=n_eval, random_state=seed, stratify=y)
@@ -94,9 +96,9 @@ def _split(
         source=source,
         calib_x=np.ascontiguousarray(x[ca]),
         eval_x=np.ascontiguousarray(x[ev]),
-        eval_y=np.ascontiguousarray(y[ev]),
+        eval_y=None if y is None else np.ascontiguousarray(y[ev]),
         train_x=np.ascontiguousarray(x[tr]),
-        train_y=np.ascontiguousarray(y[tr]),
+        train_y=None if y is None else np.ascontiguousarray(y[tr]),
         num_classes=num_classes,
     )
 
@@ -134,6 +136,46 @@ def _labels(y: np.ndarray, n: int, where: str) -> tuple[np.ndarray, int]:
     return y, int(y.max()) + 1 if len(y) else 0
 
 
+def _arrays_to_dataset(x: object, y: object | None, input_shape: Sequence[int], seed: int, source: str,
+                       where: str) -> Dataset:
+    expected = tuple(int(d) for d in input_shape[1:])
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: x ({type(x).__name__}) is not an array of numbers; give a numpy array "
+                          f"shaped (N, {', '.join(map(str, expected))})") from exc
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        found = _shape_str(x.shape[1:]) if x.ndim > 1 else "scalars"
+        raise ConfigError(
+            f"{where}: x has shape {_shape_str(x.shape)}, samples shaped {found}, but the model input "
+            f"{_shape_str(input_shape)} expects samples shaped {_shape_str(expected)}; give x as (N, "
+            f"{', '.join(map(str, expected))})"
+        )
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    else:
+        raise ConfigError(f"{where}: x has dtype {x.dtype}; inputs must be floating-point (or integer) numbers")
+    if np.isnan(x).any():
+        raise ConfigError(f"{where}: x contains NaN values; clean the data first")
+    if np.isinf(x).any():
+        raise ConfigError(f"{where}: x contains infinite values (after casting to float32); clean the data first")
+    if y is None:
+        return _split(x, None, seed, source=source, num_classes=None)
+    labels, num_classes = _labels(np.asarray(y), len(x), where)
+    return _split(x, labels, seed, source=source, num_classes=num_classes)
+
+
+def dataset_from_arrays(x: object, y: object | None, input_shape: Sequence[int], *, seed: int = 0,
+                        source: str = "in-memory arrays") -> Dataset:
+    """Split in-memory inputs `x` (N, *input_shape[1:]) and integer labels `y` (N,) into a `Dataset`.
+
+    `y` None gives an unlabelled dataset: accuracy is then agreement with the unpruned model. Integer or boolean
+    inputs are cast to float32; NaN / infinite inputs, a shape that does not match the model or bad labels raise
+    ConfigError. The split is deterministic for a given seed.
+    """
+    return _arrays_to_dataset(x, y, tuple(int(d) for d in input_shape), seed, source, source)
+
+
 def _load_npz(path: Path, input_shape: Sequence[int], seed: int) -> Dataset:
     where = f"data file '{path}'"
     expected = tuple(int(d) for d in input_shape[1:])
@@ -155,23 +197,7 @@ def _load_npz(path: Path, input_shape: Sequence[int], seed: int) -> Dataset:
     except (OSError, ValueError, EOFError) as exc:  # not a zip / npz, truncated, or object arrays (pickles)
         msg = " ".join(str(exc).split())
         raise ConfigError(f"{where} cannot be read as a numpy .npz without pickles ({msg}); {must_hold}") from exc
-    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-        found = _shape_str(x.shape[1:]) if x.ndim > 1 else "scalars"
-        raise ConfigError(
-            f"{where}: x has shape {_shape_str(x.shape)}, samples shaped {found}, but the model input "
-            f"{_shape_str(input_shape)} expects samples shaped {_shape_str(expected)}; save x as (N, "
-            f"{', '.join(map(str, expected))})"
-        )
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_ or np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float32)
-    else:
-        raise ConfigError(f"{where}: x has dtype {x.dtype}; inputs must be floating-point (or integer) numbers")
-    if np.isnan(x).any():
-        raise ConfigError(f"{where}: x contains NaN values; clean the data first")
-    if np.isinf(x).any():
-        raise ConfigError(f"{where}: x contains infinite values (after casting to float32); clean the data first")
-    y, num_classes = _labels(y, len(x), where)
-    return _split(x, y, seed, source=str(path), num_classes=num_classes)
+    return _arrays_to_dataset(x, y, input_shape, seed, str(path), where)
 
 
 def _load_image_folder(root: Path, input_shape: Sequence[int], seed: int) -> Dataset:

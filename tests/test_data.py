@@ -6,6 +6,7 @@ import pytest
 from edgeprune.data import (
     DIGITS_PREPROCESSING,
     check_inputs,
+    dataset_from_arrays,
     digits_split,
     generated_data,
     load_data,
@@ -189,6 +190,26 @@ def test_not_an_npz(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_data(str(other), DIGITS_SHAPE)
     assert "data.csv" in _one_line(exc) and ".npz" in str(exc.value)
+
+
+def test_dataset_from_arrays_labelled_and_unlabelled():
+    rng = np.random.default_rng(1)
+    x = rng.random((50, 2, 3)).astype(np.float64)
+    y = np.repeat(np.arange(5), 10)
+    d = dataset_from_arrays(x, y, (1, 2, 3), seed=4)
+    assert d.source == "in-memory arrays" and d.labelled and d.num_classes == 5
+    assert d.eval_x.dtype == np.float32 and d.train_y.dtype == np.int64
+    np.testing.assert_array_equal(dataset_from_arrays(x, y, (1, 2, 3), seed=4).eval_x, d.eval_x)
+    u = dataset_from_arrays(x, None, (1, 2, 3), source="my arrays")
+    assert u.source == "my arrays" and not u.labelled and u.train_y is None and u.num_classes is None
+    assert len(u.train_x) + len(u.calib_x) + len(u.eval_x) >= 50
+    with pytest.raises(ConfigError) as exc:
+        dataset_from_arrays(x, y, (1, 3, 2))
+    msg = _one_line(exc)
+    assert "in-memory arrays" in msg and "(50, 2, 3)" in msg and "(3, 2)" in msg
+    with pytest.raises(ConfigError) as exc:
+        dataset_from_arrays(x, y[:-1], (1, 2, 3))
+    assert "one label per sample" in _one_line(exc)
 
 
 # --- image folder ---------------------------------------------------------------------------------
