@@ -1,8 +1,13 @@
-"""Calibration / eval data: the bundled digits set, a `.npz` file, a folder of class subfolders, or generated inputs.
+"""Data for planning and judging: the bundled digits set, a `.npz` file, a folder of class subfolders, in-memory
+arrays, or generated inputs.
 
-Every loader returns a `Dataset` whose arrays are float32 shaped (N, *input_shape[1:]) and whose labels are int64.
-Splits are deterministic for a given seed: train ~70% / calibration ~10% / eval ~20%, stratified by label where
-every class has enough samples.
+Every loader returns a `Dataset` whose arrays are float32 shaped (N, *input_shape[1:]) and whose labels are int64,
+split three ways, deterministically for a given seed and stratified by label where every class has enough samples:
+
+- train (60%): what fine-tuning learns from; the calibration set (10% of all samples, for int8 and BatchNorm
+  calibration) is drawn from it, because calibration fits the model to data just as training does;
+- validation (20%): what every planner choice is scored on;
+- test (20%): held out from every choice; only the reported accuracies and the accuracy budget's verdict use it.
 """
 
 from __future__ import annotations
@@ -18,18 +23,24 @@ from edgeprune.types import Dataset
 
 DIGITS_SPEC = "examples:digits"
 DIGITS_SPLIT_SEED = 0
-"""The digits split is fixed: the bundled example model is trained on its train part, so its eval part must stay
-held out whatever seed a build runs with."""
+"""The digits split is fixed: the bundled example model is trained on its train part, so its validation and test
+parts must stay held out whatever seed a build runs with."""
 DIGITS_INPUT_SHAPE: tuple[int, ...] = (1, 1, 8, 8)
 DIGITS_PREPROCESSING = (
     "scikit-learn load_digits 8x8 grayscale image, pixel values 0..16 divided by 16 -> float32 in [0, 1], "
     "shape (1, 1, 8, 8), no mean/std normalisation"
 )
 
-EVAL_FRACTION = 0.2
+TEST_FRACTION = 0.2
+VAL_FRACTION = 0.2
 CALIB_FRACTION = 0.1
+"""Of all samples, drawn from the train split."""
+SPLIT_RULE = (f"train/validation/test {1 - TEST_FRACTION - VAL_FRACTION:.0%}/{VAL_FRACTION:.0%}/{TEST_FRACTION:.0%}, "
+              f"stratified; calibration {CALIB_FRACTION:.0%} drawn from train")
+"""How data is split, in words: part of the digits example's recipe, so a new rule retrains the bundled model."""
 GENERATED_CALIB = 32
 GENERATED_EVAL = 64
+GENERATED_VAL = 64
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 ACCEPTED_FORMS = (
@@ -61,50 +72,64 @@ def check_inputs(x: np.ndarray, input_shape: Sequence[int], what: str) -> None:
         raise ConfigError(f"{what} contains NaN or infinite values; clean the data first")
 
 
-def _split_sizes(n: int) -> tuple[int, int]:
-    n_eval = max(1, round(EVAL_FRACTION * n))
-    n_calib = max(1, round(CALIB_FRACTION * n))
-    return n_calib, n_eval
+def _split_sizes(n: int) -> tuple[int, int, int]:
+    """(test, validation, calibration) sample counts for `n` samples (n >= 3): one of each at least."""
+    n_test = max(1, round(TEST_FRACTION * n))
+    n_val = max(1, round(VAL_FRACTION * n))
+    n_calib = min(max(1, round(CALIB_FRACTION * n)), n - n_test - n_val)
+    return n_test, n_val, n_calib
+
+
+def _part(idx: np.ndarray, size: int, seed: int, y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, part): `size` of `idx` drawn at random, stratified by `y` where every class allows it."""
+    from sklearn.model_selection import train_test_split
+
+    if size >= len(idx):
+        return idx[:0], idx
+    if y is not None:
+        counts = np.bincount(y[idx])
+        if counts[counts > 0].min() >= 2:
+            try:
+                rest, part = train_test_split(idx, test_size=size, random_state=seed, stratify=y[idx])
+                return rest, part
+            except ValueError:  # a split too small to hold every class: a plain split
+                pass
+    rest, part = train_test_split(idx, test_size=size, random_state=seed)
+    return rest, part
 
 
 def _split(
     x: np.ndarray, y: np.ndarray | None, seed: int, *, source: str, num_classes: int | None
 ) -> Dataset:
-    """Deterministic train / calibration / eval split, stratified when labelled and every class allows it."""
-    from sklearn.model_selection import train_test_split
-
+    """Deterministic train / validation / test split (calibration drawn from train), stratified when labelled."""
     n = len(x)
     if n < 3:
-        raise ConfigError(f"{source}: {n} sample(s) cannot be split into train, calibration and eval; give at least 3")
-    n_calib, n_eval = _split_sizes(n)
-    idx = np.arange(n)
-    stratify = False
-    if y is not None:
-        counts = np.bincount(y)
-        counts = counts[counts > 0]
-        stratify = bool(counts.min() >= 2) if len(counts) else False
-    if stratify:
-        try:
-            rest, ev = train_test_split(idx, test_size=n_eval, random_state=seed, stratify=y)
-            tr, ca = train_test_split(rest, test_size=n_calib, random_state=seed, stratify=y[rest])
-        except ValueError:  # too few samples in some split for stratification: fall back to a plain split
-            stratify = False
-    if not stratify:
-        rest, ev = train_test_split(idx, test_size=n_eval, random_state=seed)
-        tr, ca = train_test_split(rest, test_size=n_calib, random_state=seed)
+        raise ConfigError(f"{source}: {n} sample(s) cannot be split into train, validation and test; give at least 3")
+    n_test, n_val, n_calib = _split_sizes(n)
+    rest, test = _part(np.arange(n), n_test, seed, y)
+    train, val = _part(rest, n_val, seed, y)
+    _, calib = _part(train, n_calib, seed, y)
+
+    def take(a: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+        return None if a is None else np.ascontiguousarray(a[idx])
+
     return Dataset(
         source=source,
-        calib_x=np.ascontiguousarray(x[ca]),
-        eval_x=np.ascontiguousarray(x[ev]),
-        eval_y=None if y is None else np.ascontiguousarray(y[ev]),
-        train_x=np.ascontiguousarray(x[tr]),
-        train_y=None if y is None else np.ascontiguousarray(y[tr]),
+        calib_x=take(x, calib),
+        eval_x=take(x, test),
+        eval_y=take(y, test),
+        train_x=take(x, train),
+        train_y=take(y, train),
         num_classes=num_classes,
+        val_x=take(x, val),
+        val_y=take(y, val),
+        split_seed=seed,
     )
 
 
 def digits_split(seed: int = DIGITS_SPLIT_SEED) -> Dataset:
-    """scikit-learn's digits (1797 8x8 images) scaled to [0, 1], split stratified 70/10/20 (1257/180/360)."""
+    """scikit-learn's digits (1797 8x8 images) scaled to [0, 1], split stratified: train 1079 (calibration 180 of
+    them), validation 359, test 359."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -114,12 +139,14 @@ def digits_split(seed: int = DIGITS_SPLIT_SEED) -> Dataset:
 
 
 def generated_data(input_shape: Sequence[int], seed: int = 0) -> Dataset:
-    """Standard-normal float32 inputs shaped like the model input, no labels (32 calibration + 64 eval samples)."""
+    """Standard-normal float32 inputs shaped like the model input, no labels: 32 calibration, 64 test and 64
+    validation samples (no train split)."""
     shape = tuple(int(d) for d in input_shape[1:])
     rng = np.random.default_rng(seed)
     calib = rng.standard_normal((GENERATED_CALIB, *shape), dtype=np.float32)
     evals = rng.standard_normal((GENERATED_EVAL, *shape), dtype=np.float32)
-    return Dataset(source="generated", calib_x=calib, eval_x=evals, eval_y=None)
+    val = rng.standard_normal((GENERATED_VAL, *shape), dtype=np.float32)
+    return Dataset(source="generated", calib_x=calib, eval_x=evals, eval_y=None, val_x=val, split_seed=seed)
 
 
 def _labels(y: np.ndarray, n: int, where: str) -> tuple[np.ndarray, int]:
@@ -251,7 +278,7 @@ def _load_image_folder(root: Path, input_shape: Sequence[int], seed: int) -> Dat
 
 
 def load_data(spec: str | os.PathLike[str] | None, input_shape: tuple[int, ...], *, seed: int = 0) -> Dataset:
-    """Load calibration / eval data for a model taking `input_shape` (batch first).
+    """Load data split into train / validation / test (calibration from train) for a model taking `input_shape`.
 
     `spec` is 'examples:digits', a `.npz` path, a folder of class subfolders of images, or None for generated inputs.
     """
@@ -266,7 +293,7 @@ def load_data(spec: str | os.PathLike[str] | None, input_shape: tuple[int, ...],
                 f"{_shape_str(input_shape)} expects {_shape_str(input_shape[1:])}; use it with a model taking "
                 f"{_shape_str(DIGITS_INPUT_SHAPE)} (such as examples:digits) or give your own data"
             )
-        return digits_split()  # fixed split: its eval part is held out from the bundled model's training
+        return digits_split()  # fixed split: its validation and test parts are held out from the bundled model's training
     if text.startswith("examples:"):
         raise ConfigError(f"data '{text}' is not a bundled example; known: {DIGITS_SPEC}")
     path = Path(text).expanduser()

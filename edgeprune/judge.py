@@ -1,7 +1,8 @@
 """Judge a measured artifact: its quality (accuracy, parity) and a verdict per budget of the device.
 
 A budget measured somewhere other than the device it is for is never passed: it is `unverified`, with the
-figure that was measured beside it.
+figure that was measured beside it. Accuracy is judged on the test split, latency on the measured p50/p90; where
+the figure's 95% interval reaches both sides of the limit, the check's note says the verdict is within noise.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeprune.profiles import DeviceProfile
+from edgeprune.stats import paired_difference_interval, straddles, wilson_interval
 from edgeprune.types import BudgetCheck, Measurement, Quality, Verdict
 
 FP32_MAX_ABS_DIFF = 1e-4
@@ -41,31 +43,64 @@ def assess_quality(
     dense_outputs: np.ndarray,
     labels: np.ndarray | None,
 ) -> Quality:
-    """Accuracy through the runtime and parity with the export reference.
+    """Accuracy through the runtime on the test split, and parity with the export reference.
 
-    With labels, accuracies are eval top-1 of the unpruned model (`dense_outputs`) and of the artifact.
-    Without, the artifact's figure is top-1 agreement with the unpruned model, and no reference accuracy is
-    given (so no accuracy budget is judged).
+    With labels, accuracies are test top-1 of the unpruned model (`dense_outputs`) and of the artifact, each with its
+    95% Wilson interval, and the drop with its paired 95% interval (both are scored on the same samples). Without,
+    the artifact's figure is top-1 agreement with the unpruned model, and no reference accuracy is given (so no
+    accuracy budget is judged).
     """
     metric, value, limit, passed = parity(scheme, outputs, reference_outputs)
+    n = len(outputs)
     if labels is not None:
         kind = "eval_accuracy"
-        ref_acc: float | None = float((top1(dense_outputs) == labels).mean())
-        art_acc = float((top1(outputs) == labels).mean())
+        ref_ok = top1(dense_outputs) == labels
+        art_ok = top1(outputs) == labels
+        ref_acc: float | None = float(ref_ok.mean())
+        ref_ci: tuple[float, float] | None = wilson_interval(int(ref_ok.sum()), n)
+        _, low, high = paired_difference_interval(ref_ok, art_ok)
+        drop_ci: tuple[float, float] | None = (100.0 * low, 100.0 * high)
     else:
         kind = "agreement_with_reference"
-        ref_acc = None
-        art_acc = float((top1(outputs) == top1(dense_outputs)).mean())
+        art_ok = top1(outputs) == top1(dense_outputs)
+        ref_acc, ref_ci, drop_ci = None, None, None
     return Quality(
         kind=kind,
-        samples=len(outputs),
+        samples=n,
         reference_accuracy=ref_acc,
-        artifact_accuracy=art_acc,
+        artifact_accuracy=float(art_ok.mean()),
         parity_metric=metric,
         parity_value=value,
         parity_limit=limit,
         parity_passed=passed,
+        split="test",
+        reference_accuracy_ci95=ref_ci,
+        artifact_accuracy_ci95=wilson_interval(int(art_ok.sum()), n),
+        accuracy_drop_ci95_pct=drop_ci,
     )
+
+
+def noise_note(interval: tuple[float, float] | list[float] | None, limit: float, unit: str) -> str:
+    """'within noise: ...' when the 95% interval reaches both sides of `limit`, else ''."""
+    if not straddles(interval, limit):
+        return ""
+    assert interval is not None
+    return f"within noise: the 95% interval {interval[0]:.4g}..{interval[1]:.4g} {unit} reaches both sides of the limit"
+
+
+def _latency_note(measurement: Measurement, percentile: str, limit: float) -> str:
+    note = f"{percentile} over {measurement.runs} runs at {measurement.threads} threads"
+    timing = measurement.timing
+    if not timing:
+        return note
+    interval = timing.get(f"{percentile}_ci95_ms")
+    if interval is not None:
+        note += f", 95% interval {interval[0]:.4g}..{interval[1]:.4g} ms over {timing['blocks']} blocks"
+    if timing.get("multimodal"):
+        modes = ", ".join(f"{m['center_ms']:.4g} ms ({m['share']:.0%})" for m in timing["modes"])
+        note += f"; multi-modal timings: {modes}"
+    noise = noise_note(interval, limit, "ms")
+    return f"{noise}; {note}" if noise else note
 
 
 def modelled_energy_mj(profile: DeviceProfile, latency_ms: float, threads: int | None = None) -> float:
@@ -95,7 +130,7 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
 
     if budget.latency_ms is not None:
         value = measurement.latency_p50_ms if budget.latency_percentile == "p50" else measurement.latency_p90_ms
-        note = f"{budget.latency_percentile} over {measurement.runs} runs at {measurement.threads} threads"
+        note = _latency_note(measurement, budget.latency_percentile, budget.latency_ms)
         checks.append(_limit_check("latency", "ms", value, budget.latency_ms, on_device, elsewhere or note))
     if budget.model_size_mb is not None:
         # The file is byte-identical on every device, so its size is judged wherever it was measured.
@@ -126,6 +161,11 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
             )
         else:
             # Accuracy belongs to the program, not to the device's speed: it is judged from the runtime's outputs.
-            checks.append(_limit_check("accuracy_drop", "points", drop, budget.max_accuracy_drop_pct, True,
-                                       f"eval top-1 through {measurement.runner} on {quality.samples} samples"))
+            note = f"{quality.split} top-1 through {measurement.runner} on {quality.samples} samples"
+            interval = quality.accuracy_drop_ci95_pct
+            if interval is not None:
+                note += f", 95% interval {interval[0]:.3g}..{interval[1]:.3g} points"
+                noise = noise_note(interval, budget.max_accuracy_drop_pct, "points")
+                note = f"{noise}; {note}" if noise else note
+            checks.append(_limit_check("accuracy_drop", "points", drop, budget.max_accuracy_drop_pct, True, note))
     return Verdict(device=profile.name, checks=tuple(checks))

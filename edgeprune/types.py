@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from edgeprune.target_specs import TARGET_SPECS
+
 if TYPE_CHECKING:
     import torch
 
-TARGETS: tuple[str, ...] = ("executorch", "tflite", "onnx")
+TARGETS: tuple[str, ...] = tuple(TARGET_SPECS)
+"""Target names, from the registry of target specs (`target_specs.py`)."""
 SCHEMES: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
 """Quantisation schemes. `int8` is static (calibrated) int8; `int8-dynamic` quantises activations at run time."""
 
-ARTIFACT_SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx"}
+ARTIFACT_SUFFIX = {name: spec.suffix for name, spec in TARGET_SPECS.items()}
 
 Status = Literal["pass", "fail", "unverified"]
 
@@ -62,18 +65,29 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs as float32 arrays shaped (N, *input_shape[1:]) and integer labels.
+    """Inputs as float32 arrays shaped (N, *input_shape[1:]) and integer labels, in three disjoint splits.
 
-    Generated data (no labels) has `eval_y` None: accuracy is then agreement with the unpruned model.
+    - train (`train_x/train_y`): what fine-tuning learns from; `calib_x` (int8 / BatchNorm calibration) is a subset
+      of it, since calibration fits the model to data as training does;
+    - validation (`val_x/val_y`): what every planner choice is scored on (sensitivity, ranking, thread count);
+    - test (`eval_x/eval_y`): held out from every choice, only reported (the manifest's accuracies and the accuracy
+      budget's verdict).
+
+    Unlabelled data has `eval_y` (and `train_y`, `val_y`) None: accuracy is then agreement with the unpruned model.
     """
 
     source: str
     calib_x: np.ndarray = field(repr=False, compare=False)
     eval_x: np.ndarray = field(repr=False, compare=False)
+    """The test split."""
     eval_y: np.ndarray | None = field(repr=False, compare=False)
     train_x: np.ndarray | None = field(default=None, repr=False, compare=False)
     train_y: np.ndarray | None = field(default=None, repr=False, compare=False)
     num_classes: int | None = None
+    val_x: np.ndarray | None = field(default=None, repr=False, compare=False)
+    val_y: np.ndarray | None = field(default=None, repr=False, compare=False)
+    split_seed: int | None = None
+    """The seed the split was drawn with (None: a fixed split); `validate` redraws the same test split from it."""
 
     @property
     def labelled(self) -> bool:
@@ -83,9 +97,12 @@ class Dataset:
         return {
             "source": self.source,
             "labelled": self.labelled,
+            "split_seed": self.split_seed,
             "train": 0 if self.train_x is None else len(self.train_x),
             "calibration": len(self.calib_x),
-            "eval": len(self.eval_x),
+            "calibration_from": "train" if self.train_x is not None else "its own samples",
+            "validation": 0 if self.val_x is None else len(self.val_x),
+            "test": len(self.eval_x),
             "num_classes": self.num_classes,
         }
 
@@ -190,20 +207,27 @@ class Measurement:
     runtime_versions: dict[str, str]
     outputs: np.ndarray = field(repr=False, compare=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    """Every timed run's latency, in order, where the runner returns them (empty otherwise); not in `to_dict`."""
+    timing: dict[str, Any] = field(default_factory=dict)
+    """What the timings say with their spread (`stats.timing_summary`): p50/p90 with 95% bootstrap intervals, the
+    modes and whether there are several; empty for a single unsummarised block."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("outputs")
+        out.pop("samples_ms")
         out["size_mb"] = round(self.size_bytes / 1e6, 6)
         return out
 
 
 @dataclass(frozen=True)
 class Quality:
-    """Accuracy of the reference model and of the artifact through its runtime, plus parity between them.
+    """Accuracy of the reference model and of the artifact through its runtime on the test split, plus parity.
 
-    `kind` is 'eval_accuracy' with labelled data, or 'agreement_with_reference' on generated inputs
-    (then accuracies are top-1 agreement with the unpruned model, and no accuracy budget is judged).
+    `kind` is 'eval_accuracy' (top-1 on the labelled test split) with labelled data, or 'agreement_with_reference'
+    on unlabelled inputs (then accuracies are top-1 agreement with the unpruned model, and no accuracy budget is
+    judged). Each accuracy carries its 95% Wilson interval; the drop carries the paired (Newcombe) interval, in points.
     """
 
     kind: Literal["eval_accuracy", "agreement_with_reference"]
@@ -215,6 +239,10 @@ class Quality:
     parity_value: float
     parity_limit: float
     parity_passed: bool
+    split: str = "test"
+    reference_accuracy_ci95: tuple[float, float] | None = None
+    artifact_accuracy_ci95: tuple[float, float] | None = None
+    accuracy_drop_ci95_pct: tuple[float, float] | None = None
 
     @property
     def accuracy_drop_pct(self) -> float | None:
@@ -225,6 +253,8 @@ class Quality:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["accuracy_drop_pct"] = self.accuracy_drop_pct
+        for key in ("reference_accuracy_ci95", "artifact_accuracy_ci95", "accuracy_drop_ci95_pct"):
+            out[key] = None if out[key] is None else [round(float(v), 6) for v in out[key]]
         return out
 
 

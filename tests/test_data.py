@@ -29,52 +29,86 @@ def _rows(a: np.ndarray) -> set[bytes]:
 # --- digits ---------------------------------------------------------------------------------------
 
 
+def _parts(d):
+    return {"train": d.train_x, "validation": d.val_x, "test": d.eval_x}
+
+
 def test_digits_split_sizes_dtype_and_range():
     d = digits_split()
     assert d.source == "examples:digits"
     assert d.num_classes == 10 and d.labelled
-    assert (len(d.train_x), len(d.calib_x), len(d.eval_x)) == (1258, 180, 359)
-    assert len(d.train_x) + len(d.calib_x) + len(d.eval_x) == 1797
-    for x in (d.train_x, d.calib_x, d.eval_x):
+    assert (len(d.train_x), len(d.val_x), len(d.eval_x), len(d.calib_x)) == (1079, 359, 359, 180)
+    assert len(d.train_x) + len(d.val_x) + len(d.eval_x) == 1797
+    for x in (d.train_x, d.val_x, d.calib_x, d.eval_x):
         assert x.dtype == np.float32 and x.shape[1:] == (1, 8, 8)
         assert x.min() >= 0.0 and x.max() <= 1.0
-    assert d.eval_y.dtype == np.int64 and d.train_y.dtype == np.int64
+    for y in (d.train_y, d.val_y, d.eval_y):
+        assert y.dtype == np.int64
     assert d.train_x.max() == 1.0  # 16 / 16: scaled, not left at 0..16
     assert "16" in DIGITS_PREPROCESSING and "\n" not in DIGITS_PREPROCESSING
+    assert d.summary()["test"] == 359 and d.summary()["validation"] == 359 and d.summary()["calibration_from"] == "train"
 
 
 def test_digits_split_deterministic_and_seed_dependent():
     a, b, c = digits_split(0), digits_split(0), digits_split(1)
-    np.testing.assert_array_equal(a.eval_x, b.eval_x)
-    np.testing.assert_array_equal(a.calib_x, b.calib_x)
-    np.testing.assert_array_equal(a.train_y, b.train_y)
-    assert not np.array_equal(a.eval_x, c.eval_x)
+    for name in ("eval_x", "val_x", "calib_x", "train_y", "val_y"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.eval_x, c.eval_x) and not np.array_equal(a.val_x, c.val_x)
 
 
-def test_digits_split_disjoint():
+def test_digits_split_no_sample_in_two_parts_and_calibration_from_train():
     from sklearn.datasets import load_digits
 
     d = digits_split()
     raw = (load_digits().images.astype(np.float32) / 16)[:, None]
     assert len(_rows(raw)) == 1797  # no duplicate images, so rows identify samples
-    tr, ca, ev = _rows(d.train_x), _rows(d.calib_x), _rows(d.eval_x)
-    assert not (tr & ca) and not (tr & ev) and not (ca & ev)
-    assert tr | ca | ev == _rows(raw)
+    tr, va, te, ca = _rows(d.train_x), _rows(d.val_x), _rows(d.eval_x), _rows(d.calib_x)
+    assert not (tr & va) and not (tr & te) and not (va & te)
+    assert tr | va | te == _rows(raw)
+    assert ca <= tr and len(ca) == 180  # calibration fits the model like training: never validation or test
 
 
 def test_digits_split_stratified():
     d = digits_split()
-    full = np.bincount(np.concatenate([d.train_y, d.eval_y]), minlength=10)
-    eval_counts = np.bincount(d.eval_y, minlength=10)
-    # stratified: each class's share of eval matches its share overall within one sample
-    expected = full / full.sum() * len(d.eval_y)
-    assert np.all(np.abs(eval_counts - expected) <= 1.5)
-    assert eval_counts.min() >= 33
+    full = np.bincount(np.concatenate([d.train_y, d.val_y, d.eval_y]), minlength=10)
+    for y in (d.val_y, d.eval_y):
+        counts = np.bincount(y, minlength=10)
+        # stratified: each class's share of the part matches its share overall within about one sample
+        expected = full / full.sum() * len(y)
+        assert np.all(np.abs(counts - expected) <= 1.5)
+        assert counts.min() >= 33
 
 
 def test_load_data_digits_and_seed_does_not_move_the_held_out_split():
     d = load_data("examples:digits", DIGITS_SHAPE, seed=7)
     np.testing.assert_array_equal(d.eval_x, digits_split().eval_x)
+    np.testing.assert_array_equal(d.val_x, digits_split().val_x)
+
+
+def test_digits_example_is_trained_on_the_train_part_of_this_split():
+    from edgeprune.data import SPLIT_RULE
+    from edgeprune.examples import digits
+
+    assert digits.RECIPE["split"] == SPLIT_RULE  # a new split rule changes the cache key, so the model retrains
+    assert "validation" in SPLIT_RULE and "calibration" in SPLIT_RULE
+
+
+@pytest.mark.parametrize("n", [3, 4, 7, 20, 101])
+def test_every_split_is_disjoint_covers_the_data_and_is_stable_under_its_seed(n):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    y = np.arange(n) % 3
+    for seed in (0, 5):
+        d = dataset_from_arrays(x, y, (1, 1), seed=seed)
+        parts = {k: set(v[:, 0].tolist()) for k, v in _parts(d).items()}
+        assert all(parts.values()), parts  # every part holds at least one sample
+        assert sum(len(p) for p in parts.values()) == n and set().union(*parts.values()) == set(range(n))
+        assert set(d.calib_x[:, 0].tolist()) <= parts["train"] and d.split_seed == seed
+        again = dataset_from_arrays(x, y, (1, 1), seed=seed)
+        for k, v in _parts(again).items():
+            np.testing.assert_array_equal(v, _parts(d)[k])
+    with pytest.raises(ConfigError) as exc:
+        dataset_from_arrays(x[:2], y[:2], (1, 1))
+    assert "at least 3" in _one_line(exc)
 
 
 def test_load_data_digits_wrong_model_shape():
@@ -106,16 +140,16 @@ def test_npz_round_trip(tmp_path):
     path = _write_npz(tmp_path / "d.npz", x=x, y=y)
     d = load_data(path, (1, 3, 4, 5), seed=3)
     assert d.source == path and d.num_classes == 4 and d.labelled
-    assert (len(d.train_x), len(d.calib_x), len(d.eval_x)) == (70, 10, 20)
-    for a in (d.train_x, d.calib_x, d.eval_x):
+    assert (len(d.train_x), len(d.val_x), len(d.eval_x), len(d.calib_x)) == (60, 20, 20, 10)
+    for a in (d.train_x, d.val_x, d.calib_x, d.eval_x):
         assert a.dtype == np.float32 and a.shape[1:] == (3, 4, 5)
     # the union of the splits is the file's content, each sample once
-    got = _rows(np.concatenate([d.train_x, d.calib_x, d.eval_x]))
+    got = _rows(np.concatenate([d.train_x, d.val_x, d.eval_x]))
     assert got == _rows(x.astype(np.float32)) and len(got) == 100
     # labels travel with their inputs
     lookup = {r.tobytes(): int(t) for r, t in zip(x.astype(np.float32).reshape(100, -1), y)}
     assert [lookup[r.tobytes()] for r in d.eval_x.reshape(len(d.eval_x), -1)] == d.eval_y.tolist()
-    assert np.bincount(d.eval_y).tolist() == [5, 5, 5, 5]  # stratified
+    assert np.bincount(d.eval_y).tolist() == [5, 5, 5, 5] == np.bincount(d.val_y).tolist()  # stratified
     again = load_data(path, (1, 3, 4, 5), seed=3)
     np.testing.assert_array_equal(again.eval_x, d.eval_x)
 
@@ -125,8 +159,8 @@ def test_npz_uint8_cast_and_singleton_class(tmp_path):
     y = np.array([0] * 10 + [1] * 9 + [2])  # class 2 has a single sample: no stratification
     d = load_data(_write_npz(tmp_path / "u.npz", x=x, y=y), (1, 1, 2, 2))
     assert d.eval_x.dtype == np.float32 and d.num_classes == 3
-    assert len(d.train_x) + len(d.calib_x) + len(d.eval_x) == 20
-    assert float(np.concatenate([d.train_x, d.calib_x, d.eval_x]).max()) == 79.0
+    assert len(d.train_x) + len(d.val_x) + len(d.eval_x) == 20
+    assert float(np.concatenate([d.train_x, d.val_x, d.eval_x]).max()) == 79.0
 
 
 def test_npz_missing_y_names_key(tmp_path):
@@ -202,7 +236,7 @@ def test_dataset_from_arrays_labelled_and_unlabelled():
     np.testing.assert_array_equal(dataset_from_arrays(x, y, (1, 2, 3), seed=4).eval_x, d.eval_x)
     u = dataset_from_arrays(x, None, (1, 2, 3), source="my arrays")
     assert u.source == "my arrays" and not u.labelled and u.train_y is None and u.num_classes is None
-    assert len(u.train_x) + len(u.calib_x) + len(u.eval_x) >= 50
+    assert len(u.train_x) + len(u.val_x) + len(u.eval_x) == 50 and u.val_y is None
     with pytest.raises(ConfigError) as exc:
         dataset_from_arrays(x, y, (1, 3, 2))
     msg = _one_line(exc)
@@ -233,7 +267,7 @@ def test_image_folder_round_trip_gray(tmp_path):
     values = _write_images(tmp_path, classes=("b_dog", "a_cat", "c_eel"), per_class=4)
     d = load_data(str(tmp_path), (1, 1, 6, 7))
     assert d.num_classes == 3 and d.labelled
-    xs = np.concatenate([d.train_x, d.calib_x, d.eval_x])
+    xs = np.concatenate([d.train_x, d.val_x, d.eval_x])
     assert xs.shape == (12, 1, 6, 7) and xs.dtype == np.float32
     assert 0.0 <= xs.min() and xs.max() <= 1.0
     # flat images stay flat through the resize, and the grey level tells which class folder they came from
@@ -294,7 +328,8 @@ def test_image_folder_needs_image_model(tmp_path):
 def test_generated_data():
     d = load_data(None, (1, 3, 5, 7), seed=2)
     assert d.source == "generated" and not d.labelled and d.eval_y is None and d.train_x is None
-    assert d.calib_x.shape == (32, 3, 5, 7) and d.eval_x.shape == (64, 3, 5, 7)
+    assert d.calib_x.shape == (32, 3, 5, 7) and d.eval_x.shape == (64, 3, 5, 7) and d.val_x.shape == (64, 3, 5, 7)
+    assert not (_rows(d.val_x) & _rows(d.eval_x))
     assert d.calib_x.dtype == np.float32 and d.eval_x.dtype == np.float32
     assert abs(float(d.eval_x.mean())) < 0.1 and 0.9 < float(d.eval_x.std()) < 1.1
     np.testing.assert_array_equal(generated_data((1, 3, 5, 7), 2).eval_x, d.eval_x)

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeprune._torch import torch_threads
 from edgeprune._io import atomic_write_bytes
-from edgeprune.data import DIGITS_INPUT_SHAPE, DIGITS_SPLIT_SEED, digits_split
+from edgeprune.data import DIGITS_INPUT_SHAPE, DIGITS_SPLIT_SEED, SPLIT_RULE, digits_split
 from edgeprune.errors import ConfigError
 from edgeprune.types import Dataset
 
@@ -46,6 +46,7 @@ RECIPE: dict[str, Any] = {
     "arch": "digits-mbv2-v1",
     "data": "examples:digits",
     "split_seed": DIGITS_SPLIT_SEED,
+    "split": SPLIT_RULE,  # trained on the train part only: a new split rule retrains
     "epochs": 20,
     "batch_size": 64,
     "optimizer": "adamw",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError
+from edgeprune.stats import timing_summary
 from edgeprune.types import Artifact, Measurement
 
 
@@ -44,26 +45,34 @@ def measure_in_blocks(runner: Runner, artifact: Artifact, inputs: np.ndarray, *,
     """`blocks` measurements of `runs` timed runs each, `pause_s` apart; the first also runs every row of
     `inputs` for the outputs. Latency p50 and p90 are the medians of the blocks' own, so a slow window of a shared
     machine (a few milliseconds can hold a whole block of a small model) moves one block, not the verdict. Each
-    block's p50 and p90 are kept in `extra["block_p50_ms"]` and `extra["block_p90_ms"]`."""
+    block's p50 and p90 are kept in `extra["block_p50_ms"]` and `extra["block_p90_ms"]`, every run's latency (where
+    the runner returns them) in `samples_ms`, and `timing` says what they show with their spread: bootstrap 95%
+    intervals of p50 and p90 and the modes of the timings (`stats.timing_summary`)."""
     if blocks < 1:
         raise ConfigError(f"--blocks {blocks}: need at least 1 measurement block")
     found = [runner.measure(artifact, inputs, warmup=warmup, runs=runs, threads=threads)]
     for _ in range(blocks - 1):
         time.sleep(pause_s)
         found.append(runner.measure(artifact, inputs[:1], warmup=warmup, runs=runs, threads=threads, energy=False))
-    if blocks == 1:
-        return found[0]
     first = found[0]
+    samples = [list(m.samples_ms) for m in found]
+    block_p50 = [m.latency_p50_ms for m in found]
+    block_p90 = [m.latency_p90_ms for m in found]
+    timing = timing_summary(samples if all(samples) else None, block_p50, block_p90)
+    if blocks == 1:
+        return replace(first, timing=timing)
     peaks = [m.peak_memory_mb for m in found if m.peak_memory_mb is not None]
     return replace(
         first,
-        latency_p50_ms=float(np.median([m.latency_p50_ms for m in found])),
-        latency_p90_ms=float(np.median([m.latency_p90_ms for m in found])),
+        latency_p50_ms=float(np.median(block_p50)),
+        latency_p90_ms=float(np.median(block_p90)),
         latency_mean_ms=float(np.mean([m.latency_mean_ms for m in found])),
         runs=runs * blocks,
         peak_memory_mb=max(peaks) if peaks else None,
-        extra=first.extra | {"block_p50_ms": [round(m.latency_p50_ms, 5) for m in found],
-                             "block_p90_ms": [round(m.latency_p90_ms, 5) for m in found]},
+        extra=first.extra | {"block_p50_ms": [round(v, 5) for v in block_p50],
+                             "block_p90_ms": [round(v, 5) for v in block_p90]},
+        samples_ms=tuple(s for block in samples for s in block),
+        timing=timing,
     )
 
 
