@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -12,9 +12,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 class Steps:
     """Named steps with a spinner, or a bar when the step knows its total; silent when disabled."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, file: IO[str] | None = None):
         self.enabled = enabled
-        self.console = Console(stderr=True)
+        self.console = Console(file=file) if file is not None else Console(stderr=True)
 
     @contextmanager
     def step(self, description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:

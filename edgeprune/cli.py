@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,14 +46,15 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
+def _add_model_options(p: argparse.ArgumentParser, model_required: bool = True) -> None:
+    p.add_argument("--model", required=model_required,
+                   help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
     p.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
     p.add_argument("--input-shape", help="batch-1 input shape, e.g. 1,3,224,224")
     p.add_argument("--data", help="examples:digits, a .npz with x and y, or an image folder (one subfolder per class)")
     p.add_argument("--device", action="append", dest="devices",
                    help="profile name or .yaml path (repeatable; default host; apply: the plan's device)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (dist/<device>/ per device)")
+    p.add_argument("--out", required=model_required, type=Path, help="output folder (dist/<device>/ per device)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -103,6 +102,9 @@ def _add_measure_options(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgeprune", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show third-party output (converters, runtimes) on the terminal too; it is always kept "
+                             "in the run's edgeprune.log")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     devices = sub.add_parser("devices", help="list the built-in device profiles and their budgets")
@@ -127,7 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     runners_sub.add_parser("list", help="list cached benchmark programs")
 
     build = sub.add_parser("build", help="plan for the budgets (or apply --prune/--quant), export and measure")
-    _add_model_options(build)
+    build.add_argument("--config", type=Path,
+                       help="build every model of a project config (edgeprune.yaml); unchanged ones are not rebuilt")
+    build.add_argument("--force", action="store_true", help="with --config: rebuild even when the inputs are unchanged")
+    _add_model_options(build, model_required=False)
     build.add_argument("--target", action="append", dest="targets", choices=TARGETS,
                        help="export target (repeatable); when planning, the targets the search may choose among")
     build.add_argument("--prune", type=float, default=None,
@@ -303,7 +308,7 @@ def _cmd_profile_show(args: argparse.Namespace, out: Console) -> int:
 
 
 def _plan_settings(args: argparse.Namespace):
-    from edgeprune.autoplan import PlanSettings
+    from edgeprune.api import PlanSettings
 
     return PlanSettings(
         schemes=tuple(x.strip() for x in args.schemes.split(",") if x.strip()),
@@ -318,53 +323,58 @@ def _plan_settings(args: argparse.Namespace):
     )
 
 
-def _request(args: argparse.Namespace, **fields: Any):
+SECRET_OPTIONS = ("--identity", "--known-hosts")
+"""Options whose values (paths to keys) build.json does not record."""
+
+
+def command_line(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command as build.json records it: the arguments, with secrets' paths replaced by '<given>'."""
+    out, hide = ["edgeprune"], False
+    for arg in argv:
+        if hide:
+            out.append("<given>")
+            hide = False
+        elif arg in SECRET_OPTIONS:
+            out.append(arg)
+            hide = True
+        elif arg.startswith(tuple(f"{o}=" for o in SECRET_OPTIONS)):
+            out.append(arg.split("=", 1)[0] + "=<given>")
+        else:
+            out.append(arg)
+    return tuple(out)
+
+
+def _measure(args: argparse.Namespace):
+    from edgeprune.api import Measure
+
+    return Measure(on=args.on, runs=args.runs, warmup=args.warmup, blocks=args.blocks, remote_python=args.remote_python,
+                   identity_file=args.identity, known_hosts=args.known_hosts, adb_port=args.adb_port)
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    """Keywords every API verb takes the same way from the command line."""
     from edgeprune.modelspec import parse_input_shape
-    from edgeprune.pipeline import BuildRequest
 
-    common = dict(
-        model=args.model,
+    return dict(
         out=args.out,
-        devices=tuple(args.devices or ["host"]),
-        weights=args.weights,
+        measure=_measure(args),
         input_shape=parse_input_shape(args.input_shape) if args.input_shape else None,
-        data=args.data,
-        runs=args.runs,
-        warmup=args.warmup,
-        blocks=args.blocks,
-        seed=args.seed,
-        on=args.on,
-        remote_python=args.remote_python,
-        identity_file=args.identity,
-        known_hosts=args.known_hosts,
-        adb_port=args.adb_port,
+        weights=args.weights,
+        progress=not (args.quiet or args.json),
+        verbose=args.verbose,
+        _command=command_line(args.argv),
     )
-    if hasattr(args, "latency_ms"):
-        common |= dict(
-            budget_overrides={
-                "latency_ms": args.latency_ms,
-                "model_size_mb": args.size_mb,
-                "peak_memory_mb": args.memory_mb,
-                "energy_mj": args.energy_mj,
-                "max_accuracy_drop_pct": args.max_accuracy_drop,
-            },
-            round_to=args.round_to,
-            importance=args.importance or "l2",
-            finetune_epochs=args.finetune_epochs,
-        )
-    return BuildRequest(**(common | fields))
 
 
-def _run_build(args: argparse.Namespace, out: Console, request: Any) -> int:
-    from edgeprune._io import stdout_to_stderr
-    from edgeprune._progress import Steps
-    from edgeprune.pipeline import build
+def _budget_keywords(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(latency_ms=args.latency_ms, size_mb=args.size_mb, memory_mb=args.memory_mb, energy_mj=args.energy_mj,
+                max_accuracy_drop_pts=args.max_accuracy_drop, seed=args.seed)
 
-    with stdout_to_stderr():  # converters print progress to stdout; keep it for our results
-        result = build(request, Steps(enabled=not (args.quiet or args.json)))
+
+def _show(args: argparse.Namespace, out: Console, result: Any, plan_only: bool = False) -> int:
     if args.json:
         print(json.dumps(result.summary, indent=2))
-    elif request.plan_only:
+    elif plan_only:
         _print_plan(result.summary, args.out, out)
     else:
         _print_build(result.summary, args.out, out)
@@ -372,42 +382,55 @@ def _run_build(args: argparse.Namespace, out: Console, request: Any) -> int:
 
 
 def _cmd_build(args: argparse.Namespace, out: Console) -> int:
-    planning = args.prune is None and args.quant is None
-    request = _request(
-        args,
-        targets=tuple(args.targets or ()),
-        prune=args.prune or 0.0,
-        quant=args.quant or "fp32",
-        threads=args.threads,
-        plan_settings=_plan_settings(args) if planning else None,
-    )
-    return _run_build(args, out, request)
+    import edgeprune
+
+    if args.config is not None:
+        return _cmd_build_config(args, out)
+    if args.model is None or args.out is None:
+        raise ConfigError("build needs --model and --out (or --config edgeprune.yaml)")
+    if args.prune is None and args.quant is None:
+        plan: Any = _plan_settings(args)
+    else:
+        plan = edgeprune.FixedPlan(prune=args.prune or 0.0, quant=args.quant or "fp32", importance=args.importance or "l2",
+                                   round_to=args.round_to, finetune_epochs=args.finetune_epochs, threads=args.threads)
+    result = edgeprune.build(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
+                             plan=plan, **_budget_keywords(args), **_common(args))
+    return _show(args, out, result)
+
+
+def _cmd_build_config(args: argparse.Namespace, out: Console) -> int:
+    from edgeprune.project import ModelOutcome, build_project
+
+    given = [f"--{k.replace('_', '-')}" for k in ("model", "out", "prune", "quant", "data", "weights") if getattr(args, k)]
+    if given:
+        raise ConfigError(f"--config takes the models, devices and output folder from the config file; drop {', '.join(given)}")
+
+    def said(o: ModelOutcome) -> None:
+        state = "built" if o.rebuilt else "up to date"
+        verdict = "all budgets met" if o.passed else "a budget was not met"
+        out.print(f"{o.name}: {state} ({verdict}): {o.folder}")
+
+    outcomes = build_project(args.config, force=args.force, progress=not (args.quiet or args.json),
+                             verbose=args.verbose, on_model=None if args.json else said)
+    if args.json:
+        print(json.dumps([{"model": o.name, "folder": str(o.folder), "rebuilt": o.rebuilt, "passed": o.passed,
+                           "inputs_sha256": o.inputs_sha256} for o in outcomes], indent=2))
+    return EXIT_OK if all(o.passed for o in outcomes) else EXIT_BUDGET
 
 
 def _cmd_plan(args: argparse.Namespace, out: Console) -> int:
-    request = _request(args, targets=tuple(args.targets or ()), plan_settings=_plan_settings(args), plan_only=True)
-    return _run_build(args, out, request)
+    import edgeprune
+
+    result = edgeprune.plan(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
+                            plan=_plan_settings(args), **_budget_keywords(args), **_common(args))
+    return _show(args, out, result, plan_only=True)
 
 
 def _cmd_apply(args: argparse.Namespace, out: Console) -> int:
-    from edgeprune.planner.recipe import read_plan_yaml
+    import edgeprune
 
-    recipe = read_plan_yaml(args.plan)
-    devices = tuple(args.devices or ([recipe.device] if recipe.device else ["host"]))
-    request = _request(
-        args,
-        devices=devices,
-        targets=(recipe.plan.target,),
-        quant=recipe.plan.scheme,
-        layer_keep_ratios=dict(recipe.plan.layer_keep_ratios),
-        expected_channels=recipe.channels,
-        importance=recipe.plan.importance,
-        round_to=recipe.plan.round_to,
-        seed=recipe.plan.seed,
-        finetune_epochs=recipe.finetune_epochs,
-        threads=recipe.plan.threads,
-    )
-    return _run_build(args, out, request)
+    result = edgeprune.apply(args.plan, args.model, args.data, devices=args.devices, **_common(args))
+    return _show(args, out, result)
 
 
 def _print_plan(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
@@ -425,8 +448,8 @@ def _print_plan(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
-    from edgeprune._io import stdout_to_stderr
     from edgeprune._progress import Steps
+    from edgeprune._runlog import keep_log, run_log
     from edgeprune.cost.calibrate import DEFAULT_MINUTES, run_calibration
     from edgeprune.errors import DeviceError
     from edgeprune.profiles import load_profile
@@ -452,102 +475,104 @@ def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
         except DeviceError as exc:
             raise DeviceError(f"cannot calibrate on {args.on}: {exc}") from exc
     where = "" if runner is None else f" on {runner.where}"
-    with stdout_to_stderr(), Steps().step(f"Calibrating {profile.name}{where} ({minutes:g} min budget)", total=1) as update:
-        calibrated = run_calibration(profile, args.targets, minutes, args.out,
-                                     progress=lambda done, total: update(int(done), int(total)), resume=not args.no_resume,
-                                     runner=runner)
+    with run_log(args.verbose) as term:
+        try:
+            with Steps(file=term.err).step(f"Calibrating {profile.name}{where} ({minutes:g} min budget)",
+                                           total=1) as update:
+                calibrated = run_calibration(profile, args.targets, minutes, args.out,
+                                             progress=lambda done, total: update(int(done), int(total)),
+                                             resume=not args.no_resume, runner=runner)
+        finally:
+            keep_log(term, args.out.parent)
     out.print(f"wrote {args.out}: cost model {calibrated.cost_model.status if calibrated.cost_model else 'none'}{where}; "
               f"use it with --device {args.out}")
     return EXIT_OK
 
 
 def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
-    from edgeprune._io import stdout_to_stderr
-    from edgeprune.runners import get_runner
-    from edgeprune.validate import validate
+    import edgeprune
 
-    notes: list[str] = []
-    if args.on == "adb:all":
-        from edgeprune.validate import validate_on_attached
-
-        where = "every attached device"
-        with stdout_to_stderr():
-            results, notes = validate_on_attached(args.path, adb_port=args.adb_port, python=args.remote_python,
-                                                  runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                                  blocks=args.blocks)
-    else:
-        runner = get_runner(args.on, python=args.remote_python, identity_file=args.identity,
-                            known_hosts=args.known_hosts, adb_port=args.adb_port)
-        where = runner.where
-        with stdout_to_stderr():
-            results = validate(args.path, runner, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                               blocks=args.blocks)
-    for note in notes:
+    measure = edgeprune.Measure(on=args.on, runs=args.runs, warmup=args.warmup, blocks=args.blocks,
+                                remote_python=args.remote_python, identity_file=args.identity,
+                                known_hosts=args.known_hosts, adb_port=args.adb_port)
+    report = edgeprune.validate(args.path, measure=measure, threads=args.threads, verbose=args.verbose)
+    for note in report.notes:
         print(f"edgeprune: not measured: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(list(report.records), indent=2))
     else:
-        table = Table(title=f"Validated on {where}")
+        table = Table(title=f"Validated on {report.where}")
         for col in ("device", "artifact", "p50 ms", "p90 ms", "memory MB", "accuracy", "checks"):
             table.add_column(col, overflow="fold")
-        for r in results:
+        for r in report.records:
             m = r["measured"]
             checks = ", ".join(f"{c['name']}: {c['status']}" for c in r["verdict"]["checks"])
             acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
             table.add_row(r["device"], r["artifact"], _fmt(m["latency_p50_ms"], 3), _fmt(m["latency_p90_ms"], 3),
                           _fmt(m["peak_memory_mb"], 2), acc, checks)
         out.print(table)
-    return EXIT_OK if all(r["verdict"]["passed"] for r in results) else EXIT_BUDGET
+    return EXIT_OK if report.passed else EXIT_BUDGET
+
+
+SUMMARY_WIDTH = 100
+"""The build summary fits this many columns."""
+
+
+def _accuracy_text(q: dict[str, Any]) -> str:
+    if q.get("artifact_accuracy") is None:
+        return "-"
+    text = f"{q['artifact_accuracy']:.1%}"
+    ci = q.get("artifact_accuracy_ci95")
+    if ci:
+        text += f" ({ci[0]:.1%}-{ci[1]:.1%})"
+    return text
 
 
 def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
+    """A compact summary: one row per artifact, then the budgets that failed or could not be judged here."""
     pr = summary["pruning"]
-    out.print(
-        f"[bold]{summary['model']['spec']}[/]: params {pr['params_before']:,} -> {pr['params_after']:,}, "
-        f"MACs {pr['macs_before']:,} -> {pr['macs_after']:,}"
-    )
+    out.print(f"[bold]{summary['model']['spec']}[/]: params {pr['params_before']:,} -> {pr['params_after']:,}, "
+              f"MACs {pr['macs_before']:,} -> {pr['macs_after']:,}")
     style = {"pass": "green", "fail": "bold red", "unverified": "yellow"}
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    kinds = set()
+    for col, justify in (("device", "left"), ("artifact", "left"), ("scheme", "left"), ("KB", "right"),
+                         ("p50 ms", "right"), ("accuracy (95% CI)", "right"), ("budgets", "left")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    notes = []
     for dev in summary["devices"]:
         manifest = json.loads((out_dir / dev["dir"] / "manifest.json").read_text())
+        unverified: dict[str, None] = {}
         for art in manifest["artifacts"]:
-            q, m = art["quality"], art["measured"]
-            acc = f"{q['artifact_accuracy']:.2%}" + (" agreement with the unpruned model" if q["kind"] != "eval_accuracy" else "")
-            if q["reference_accuracy"] is not None:
-                acc += f" (unpruned {q['reference_accuracy']:.2%})"
-            title = (
-                f"{dev['device']}: {out_dir / dev['dir'] / art['path']} ({art['target']}, {art['scheme']}, "
-                f"{art['size_bytes']:,} bytes)\naccuracy {acc}; p50 {m['latency_p50_ms']:.3f} ms on {m['where']}"
-            )
-            table = Table(title=title, title_justify="left")
-            for col in ("budget", "value", "limit", "status", "note"):
-                table.add_column(col, overflow="fold")
-            for c in art["verdict"]["checks"]:
-                status = f"[{style[c['status']]}]{c['status']}[/]"
-                table.add_row(f"{c['name']} ({c['unit']})", _fmt(c["value"], 3), _fmt(c["limit"], 3), status, c["note"])
-            out.print(table)
-        if not dev["passed"]:
-            out.print(f"{dev['device']}: [bold red]a budget was not met[/]")
-        elif dev["unverified"]:
-            out.print(f"{dev['device']}: no budget failed; [yellow]unverified[/]: {', '.join(dev['unverified'])}")
-        else:
-            out.print(f"{dev['device']}: [green]all budgets met[/]")
-    out.print(f"manifests: {out_dir}/<device>/manifest.json; run summary: {out_dir / 'build.json'}")
-
-
-def _quiet_libraries() -> None:
-    """Keep third-party log lines and warnings (torch, torchao, executorch) out of the user's terminal."""
-    # torch._logging resets the "torch" logger's level when torch.compile machinery loads; a child logger's own
-    # level stays (torch.utils._pytree warns about torchao's Enum registrations on every import)
-    for name in ("torch", "torch.utils._pytree", "torchao", "executorch", "torch_pruning", "absl"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"(torch|torchao|executorch|torch_pruning|litert_torch|onnxscript|onnxruntime)(\.|$)")
+            checks = art["verdict"]["checks"]
+            kinds.add(str(art["quality"].get("kind")))
+            counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "unverified")}
+            budgets = " ".join(f"[{style[s]}]{n} {s[:5]}[/]" for s, n in counts.items() if n)
+            table.add_row(dev["device"], art["path"], art["scheme"], f"{art['size_bytes'] / 1024:,.0f}",
+                          f"{art['measured']['latency_p50_ms']:.3f}", _accuracy_text(art["quality"]), budgets)
+            for c in checks:
+                if c["status"] == "fail":
+                    notes.append(f"{dev['device']} {art['path']}: [bold red]{c['name']} failed[/]: "
+                                 f"{_fmt(c['value'], 4)} {c['unit']} > {_fmt(c['limit'], 4)}")
+                elif c["status"] == "unverified":
+                    unverified[c["name"]] = None
+        if unverified:
+            notes.append(f"{dev['device']}: [yellow]unverified[/] (not measured on the device): {', '.join(unverified)}")
+    out.print(table)
+    out.print(f"accuracy: {', '.join(sorted(kinds))}")
+    for line in notes:
+        out.print(line)
+    failed = [d["device"] for d in summary["devices"] if not d["passed"]]
+    out.print(f"[bold red]a budget was not met on: {', '.join(failed)}[/]" if failed else "[green]no budget failed[/]")
+    out.print(f"details: {out_dir / 'build.json'}, {out_dir}/<device>/manifest.json; log: {out_dir / 'edgeprune.log'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    if not args.debug:
-        _quiet_libraries()
-    out = Console()
+    args.argv = argv
+    term = Console()
+    out = Console(width=min(term.width, SUMMARY_WIDTH) if term.is_terminal else SUMMARY_WIDTH)
     handlers = {"devices": _cmd_devices, "build": _cmd_build, "plan": _cmd_plan, "apply": _cmd_apply,
                 "validate": _cmd_validate, "runners": _cmd_runners, "calibrate": _cmd_calibrate}
     if args.command == "profile":

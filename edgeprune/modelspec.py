@@ -6,6 +6,7 @@ Forms: `examples:digits`, `torchvision:NAME`, `timm:NAME`, `pkg.module:factory` 
 
 from __future__ import annotations
 
+import copy
 import importlib
 import pickle
 from pathlib import Path
@@ -100,6 +101,24 @@ def _timm(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return module, (1, *shape)
 
 
+def spec_from_module(
+    module: nn.Module, *, input_shape: tuple[int, ...] | None = None, name: str | None = None,
+) -> ModelSpec:
+    """A `ModelSpec` for a module the caller already holds (the Python API): its input shape comes from
+    `input_shape` or the module's `example_input_shape` attribute."""
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"model is a {type(module).__name__}, not a torch.nn.Module; pass the module or a spec string "
+                         f"({SPEC_FORMS})")
+    name = name or type(module).__name__
+    shape = input_shape if input_shape is not None else getattr(module, "example_input_shape", None)
+    if shape is None:
+        raise ModelError(f"model '{name}': input shape unknown; pass input_shape=(1, C, H, W) or set the module's "
+                         "example_input_shape attribute")
+    module = copy.deepcopy(module)  # eval mode and export must not change the caller's module
+    return _settle(module, tuple(int(d) for d in shape), spec=f"python:{name}", name=name,
+                   preprocessing=IMAGE_PREPROCESSING, default_data=None, weights=None)
+
+
 def resolve_model(
     spec: str,
     *,
@@ -143,6 +162,15 @@ def resolve_model(
     if weights:
         load_weights(module, weights)
     shape = tuple(input_shape) if input_shape is not None else tuple(shape)
+    return _settle(module, shape, spec=spec, name=name, preprocessing=preprocessing, default_data=default_data,
+                   weights=weights)
+
+
+def _settle(module: nn.Module, shape: tuple[int, ...], *, spec: str, name: str, preprocessing: str,
+            default_data: str | None, weights: str | None) -> ModelSpec:
+    """Put `module` in eval mode and check that it runs on a batch-1 input of `shape`."""
+    if len(shape) < 2 or shape[0] != 1 or any(d <= 0 for d in shape):
+        raise ModelError(f"model '{spec}': input shape {shape} must be batch 1 with positive dimensions, like (1, 3, 224, 224)")
     module.eval()
     try:
         with torch.no_grad():
