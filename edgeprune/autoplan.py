@@ -2,21 +2,29 @@
 accuracy drop), wiring the planner's search to pruning, recovery, the cost model and measurements.
 
 A candidate is a keep ratio per stage, the importance criterion that picks the channels kept, a (target, scheme) and
-the thread count. Fidelity tiers, cheapest first:
+the thread count. Every accuracy the planner chooses by is on the data's validation split; the test split is left
+for the build's report. Fidelity tiers, cheapest first:
 
 1. cost: every candidate the search visits is pruned (no recalibration) and its kernels traced once; the cost
    model predicts each (target, scheme, threads) from that trace, corrected by what was measured on the device so
    far (one correction per (target, scheme, threads), each anchored on the unpruned model);
 2. proxy accuracy: a per-bucket sensitivity analysis per importance criterion (each stage pruned alone, BatchNorm
-   recalibrated, scored on an eval subset), shared by every device of a fleet;
+   recalibrated, scored on a validation subset), shared by every device of a fleet;
 3. real accuracy: the best few candidates, and the densest uniform plan (one keep ratio everywhere) that fits,
-   are pruned, fine-tuned briefly with distillation (`recover.py`, `rank_epochs`) and evaluated; the most accurate
-   is then fine-tuned in full (`finetune_epochs`, the same recipe `edgeprune apply` replays). Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and
-   thread counts share them. At equal accuracy the fewest threads win (cores left to the app);
+   are pruned, fine-tuned briefly (`recover.recover`, `rank_epochs`) and scored on the validation split; the most
+   accurate is then fine-tuned in full (`finetune_epochs`, the same `recover` that `edgeprune apply` replays).
+   Fine-tuned models are cached by (keep ratios, criterion), so devices, schemes and thread counts share them. At
+   equal accuracy the fewest threads win (cores left to the app);
 4. measurement: the chosen plan is exported and measured on the device's runner at its thread count (when one can
-   measure it), in blocks; its slowest block must meet the budget. A miss is fed back into the correction and the
-   plan re-chosen, at most `max_rounds` times. A thread count whose unpruned model measured no faster than with
-   fewer threads is left out of the search.
+   measure it), in blocks; the upper end of its latency's 95% interval must meet the budget with a little headroom.
+   A miss is fed back into the correction and the plan re-chosen, `max_rounds` times. A thread count whose unpruned
+   model measured no faster than with fewer threads is left out of the search.
+
+Infeasible only when shown: where measurements count, "no plan meets the budget" (exit 3) comes only after the most
+aggressive plan of the space (the smallest uniform keep ratio) was measured at every target, scheme and thread
+count and none fit; if one fits, the search goes on, and a plan measured within its budget but inside the headroom
+is returned, flagged in its round. Where nothing measured counts (a phone planned on a laptop), the verdict says it
+is predicted. `BudgetInfeasibleError.rounds` carries the rounds, `.proven` whether measurements beyond noise back it.
 
 Only `pipeline.py` calls this module; it hands in a `measure` callable that exports and measures a candidate.
 """
@@ -43,12 +51,15 @@ from edgeprune.planner.sensitivity import Sensitivity, analyse
 from edgeprune.planner.space import Candidate, SearchSpace, make_buckets, thread_options
 from edgeprune.profiles import DeviceProfile
 from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
-from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
+from edgeprune.recover import RecoverySummary, recover
 from edgeprune.types import Dataset, Measurement, ModelSpec, Plan, PruneSummary
 
 SCHEME_PREFERENCE = ("fp32", "fp16", "int8-dynamic", "int8")
 """At equal estimated accuracy, the scheme that loses least to rounding wins."""
 STRATEGIES = ("greedy", "optuna")
+EXTRA_ROUNDS = 2
+"""Rounds added when the rounds ran out but a measured plan of the space fits the budget (the correction then knows
+the space's fastest plans, so a re-plan lands closer)."""
 OBJECTIVES = ("accuracy", "latency")
 
 
@@ -152,7 +163,7 @@ def _monotonic(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 @dataclass
 class Tuned:
-    """A pruned, fine-tuned model and its accuracy on the whole eval set (tier 3)."""
+    """A pruned, fine-tuned model and its accuracy on the whole validation split (tier 3)."""
 
     model: torch.nn.Module
     accuracy: float
@@ -242,18 +253,24 @@ class Planner:
         self.settings = settings
         self.steps = steps or Steps(enabled=False)
         self.example = torch.zeros(spec.input_shape)
+        if dataset.val_x is None or len(dataset.val_x) == 0:
+            raise ConfigError(f"data '{dataset.source}' has no validation split to plan on; load it with "
+                              "edgeprune.data (load_data or dataset_from_arrays), which splits train/validation/test")
         self.calib = as_tensor(dataset.calib_x)
         self.buckets = make_buckets(channel_groups(spec.module, self.example))
-        dense_eval = _predict_classes(spec.module, dataset.eval_x)
-        self.eval_y = dataset.eval_y if dataset.eval_y is not None else dense_eval
-        self.dense_accuracy = float((dense_eval == self.eval_y).mean())
-        n = min(settings.sensitivity_samples, len(dataset.eval_x))
-        self._subset = np.random.default_rng(settings.seed).permutation(len(dataset.eval_x))[:n]
+        # every choice is scored on the validation split; the test split stays held out for the report
+        self.val_x = dataset.val_x
+        dense_val = _predict_classes(spec.module, self.val_x)
+        self.val_y = dataset.val_y if dataset.val_y is not None else dense_val
+        self.dense_accuracy = float((dense_val == self.val_y).mean())
+        n = min(settings.sensitivity_samples, len(self.val_x))
+        self._subset = np.random.default_rng(settings.seed).permutation(len(self.val_x))[:n]
         self._nodes: dict[tuple[float, ...], list] = {}
         # fine-tuned models by Candidate.prune_key (keep ratios, importance criterion)
         self._tuned: dict[tuple[tuple[float, ...], str], Tuned] = {}
         self._ranked: dict[tuple[tuple[float, ...], str], Tuned] = {}  # briefly (rank_epochs < finetune_epochs)
         self._sensitivity: dict[str, Sensitivity] = {}
+        self._timing_models: dict[tuple[float, ...], torch.nn.Module] = {}
 
     # ------------------------------------------------------------------------------------------ tiers 1-3
     def space(self, targets: Sequence[str], schemes: Sequence[str], profile: DeviceProfile) -> SearchSpace:
@@ -281,7 +298,7 @@ class Planner:
     def sensitivity(self, space: SearchSpace, importance: str) -> Sensitivity:
         """The per-stage sensitivity with channels ranked by `importance` (computed once per criterion)."""
         if importance not in self._sensitivity:
-            x, y = self.dataset.eval_x[self._subset], self.eval_y[self._subset]
+            x, y = self.val_x[self._subset], self.val_y[self._subset]
 
             def accuracy_of(keep: tuple[float, ...]) -> float:
                 model = self._architecture(space, keep, importance, recalibrate=True)
@@ -310,13 +327,9 @@ class Planner:
             if not plan.layer_keep_ratios:
                 model = self.spec.module
             recovery = None
-            if model is not self.spec.module and epochs > 0:
-                x, y, alpha = self.dataset.train_x, self.dataset.train_y, 0.7
-                if x is None or y is None:  # no labelled train split: distil from the dense model on the calibration split
-                    x, y, alpha = self.dataset.calib_x, _predict_classes(self.spec.module, self.dataset.calib_x), 1.0
-                config = RecoveryConfig(epochs=epochs, alpha=alpha, seed=self.settings.seed)
-                recovery = distill(model, self.spec.module, x, y, config)
-            acc = float((_predict_classes(model, self.dataset.eval_x) == self.eval_y).mean())
+            if model is not self.spec.module:
+                recovery = recover(model, self.spec.module, self.dataset, epochs, self.settings.seed)
+            acc = float((_predict_classes(model, self.val_x) == self.val_y).mean())
             cache[key] = Tuned(model, acc, summary, recovery)
         return cache[key]
 
@@ -364,16 +377,19 @@ class Planner:
                 )
             return known[c]
 
-        def learn(c: Candidate, m: Measurement) -> dict[str, float | None]:
+        measured: dict[Candidate, dict[str, Any]] = {}  # every plan measured on the device, and what it measured
+
+        def learn(c: Candidate, m: Measurement) -> dict[str, Any]:
             known.clear()
             p = self.predicted(profile, space, c)
             pair = (c.target, c.scheme, c.threads)
-            latency = _slowest_block_ms(m, percentile)
-            correction.add(pair, "latency", p.latency_p50_ms, latency)
+            got = _measured_figures(m, percentile)
+            correction.add(pair, "latency", p.latency_p50_ms, got["latency_ms"])
             correction.add(pair, "size", p.model_size_mb, m.size_bytes / 1e6)
             if m.peak_memory_mb is not None:
                 correction.add(pair, "memory", p.peak_memory_mb, m.peak_memory_mb)
-            return {"latency_ms": latency, "model_size_mb": m.size_bytes / 1e6, "peak_memory_mb": m.peak_memory_mb}
+            measured[c] = got
+            return got
 
         rounds: list[RoundReport] = []
         finetuned: list[dict[str, Any]] = []
@@ -421,9 +437,14 @@ class Planner:
             return sens[c.importance].proxy_accuracy(c.keep)
 
         accepted: tuple[Candidate, Costs, Tuned, Measurement | None] | None = None
+        near: tuple[Candidate, Costs, Tuned, Measurement] | None = None  # within budget, but inside the headroom
         probed: set[Candidate] = set()
         final_s = 0.0
-        for round_no in range(1, s.max_rounds + 1):
+        proved = False
+        last_round = s.max_rounds
+        round_no = 0
+        while round_no < last_round:
+            round_no += 1
             visits = self._search(space, costs, proxy, limits)
             usable = [v for v in visits if allowed(v)] or visits
             feasible = [v for v in visits if limits.met(costs(v.candidate), s.margin)]
@@ -434,12 +455,20 @@ class Planner:
             if not feasible:
                 if accepted is not None:
                     break
-                probe = min(usable, key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
-                if not counts or round_no == s.max_rounds or probe.candidate in probed:
-                    raise BudgetInfeasibleError(self._infeasible(profile, space, visits, costs, limits))
+                if not counts:
+                    raise self._predicted_infeasible(profile, space, visits, costs, limits, where, rounds)
+                fresh = [v for v in usable if v.candidate not in probed and v.candidate not in measured]
+                if not fresh or round_no == last_round:
+                    if not proved and near is None:
+                        proved = True  # before any verdict, measure the most aggressive plans
+                        if self._prove(space, measure, learn, measured, rounds, round_no, where, limits):
+                            last_round = round_no + EXTRA_ROUNDS  # a plan of the space fits: search on
+                            continue
+                    break
                 # predicted out of reach: measure the closest plan before believing it (the prediction may be off)
+                probe = min(fresh, key=lambda v: (limits.excess(costs(v.candidate), s.margin), -v.proxy_accuracy))
                 probed.add(probe.candidate)
-                model = self._architecture(space, probe.candidate.keep)  # timing needs no trained weights
+                model = self._timing_model(space, probe.candidate.keep)  # timing needs no trained weights
                 with self.steps.step(f"Round {round_no}: measuring the closest plan {probe.candidate.label()}"):
                     got = learn(probe.candidate, measure(space.to_plan(probe.candidate), model))
                 rounds.append(RoundReport(round_no, probe.candidate.label(), _costs_dict(probe.costs), got,
@@ -465,29 +494,138 @@ class Planner:
             denser = met and s.objective == "accuracy" and self._loose(limits, got, s.margin)
             if met:
                 accepted = (cand, predicted, tuned, measurement)
-            action = ("met with room to spare: re-planning for a denser plan" if denser and round_no < s.max_rounds
-                      else "accepted" if met else "budget missed: fed back into the correction, re-planning")
+            elif _met(limits, got) and (near is None or tuned.accuracy > near[2].accuracy):
+                near = (cand, predicted, tuned, measurement)
+            action = ("met with room to spare: re-planning for a denser plan" if denser and round_no < last_round
+                      else "accepted" if met else
+                      f"within budget but inside the {s.margin / 2:.1%} headroom: kept as a fallback, re-planning"
+                      if _met(limits, got) else "budget missed: fed back into the correction, re-planning")
             rounds.append(RoundReport(round_no, cand.label(), _costs_dict(predicted), got, met, action))
             if met and not denser:
                 break
+            if round_no == last_round and accepted is None and near is None and not proved:
+                proved = True  # before any verdict, measure the most aggressive plans: they bound what is reachable
+                if self._prove(space, measure, learn, measured, rounds, round_no, where, limits):
+                    last_round = round_no + EXTRA_ROUNDS  # a plan of the space fits: search on with what was learnt
+        if accepted is None and near is None and counts:
+            if not proved:
+                self._prove(space, measure, learn, measured, rounds, round_no, where, limits)
+            near, seconds = self._fallback(space, measured, costs, limits)
+            final_s += seconds
+        if accepted is None and near is not None:
+            accepted = near
+            got = measured.get(near[0], {})
+            flag = ("returned: it measured within the budget, though no re-plan met it before the rounds ran out"
+                    if _met(limits, got, headroom=s.margin / 2) else
+                    f"returned although inside the {s.margin / 2:.1%} headroom: it measured within the budget, and no "
+                    "plan met it with room to spare")
+            rounds.append(RoundReport(round_no, near[0].label(), _costs_dict(near[1]), got, True, flag))
         if accepted is None:
-            last = rounds[-1]
-            raise BudgetInfeasibleError(
-                f"device '{profile.name}': after {len(rounds)} measured rounds no plan met the budget "
-                f"(last: {last.candidate} measured {_fmt(last.measured)}); loosen the budget"
-            )
-        cand, predicted, tuned, measured = accepted
+            raise self._measured_infeasible(profile, space, measured, limits, where, rounds)
+        cand, predicted, tuned, measurement_of_plan = accepted
         drop = 100.0 * (self.dense_accuracy - tuned.accuracy)
         max_drop = profile.budget.max_accuracy_drop_pct
         if max_drop is not None and drop > max_drop + 1e-9 and self.dataset.labelled:
-            raise BudgetInfeasibleError(
+            raise _with_rounds(BudgetInfeasibleError(
                 f"device '{profile.name}': the accuracy budget binds: at {predicted.latency_ms:.4g} ms "
-                f"({cand.label()}) the best accuracy drop is {drop:.2f} points > {max_drop:g} allowed; "
-                "loosen the latency/size budgets or allow a larger accuracy drop"
-            )
+                f"({cand.label()}) the best accuracy drop on the validation split is {drop:.2f} points > "
+                f"{max_drop:g} allowed; loosen the latency/size budgets or allow a larger accuracy drop"
+            ), rounds, proven=False)
         front = self._front(space, usable, costs, proxy)
         return DevicePlan(profile.name, cand, space, tuned, predicted, rounds, front, len(visits), finetuned,
-                          time.perf_counter() - start, measured, final_s, sens, sorted(dropped.values()))
+                          time.perf_counter() - start, measurement_of_plan, final_s, sens, sorted(dropped.values()))
+
+    # ------------------------------------------------------------------------------------------ infeasibility
+    def _timing_model(self, space: SearchSpace, keep: tuple[float, ...]) -> torch.nn.Module:
+        """The pruned architecture for `keep` with untrained weights, kept so that its exports are shared across
+        schemes and thread counts (latency does not depend on the weights)."""
+        if keep not in self._timing_models:
+            self._timing_models[keep] = self._architecture(space, keep)
+        return self._timing_models[keep]
+
+    def _prove(self, space: SearchSpace, measure: MeasureFn, learn, measured: dict[Candidate, dict[str, Any]],
+               rounds: list[RoundReport], round_no: int, where: str, limits: Limits) -> bool:
+        """Measure the most aggressive plan of the space (the smallest uniform keep ratio) at every target, scheme
+        and thread count not measured yet; True when any measured plan then fits the budgets."""
+        floor = tuple(space.keep_grid[-1] for _ in space.buckets)
+        for target in space.targets:
+            for scheme in space.schemes:
+                for threads in space.threads:
+                    cand = Candidate(floor, scheme, target, space.importances[0], threads)
+                    if cand in measured:
+                        continue
+                    model = self._timing_model(space, floor)
+                    with self.steps.step(f"Measuring the most aggressive plan {cand.label()} on {where}"):
+                        got = learn(cand, measure(space.to_plan(cand), model))
+                    rounds.append(RoundReport(round_no, cand.label(), {}, got, _met(limits, got),
+                                              "the most aggressive plan of the space, measured before any verdict"))
+        return any(_met(limits, got) for got in measured.values())
+
+    def _fallback(self, space: SearchSpace, measured: dict[Candidate, dict[str, Any]], costs,
+                  limits: Limits) -> tuple[tuple[Candidate, Costs, Tuned, None] | None, float]:
+        """The plan to return when the rounds ran out but some measured plan fits, and the seconds its fine-tune
+        took: of those plans, the densest (the least pruned), fine-tuned in full."""
+        fits = [c for c, got in measured.items() if _met(limits, got)]
+        if not fits:
+            return None, 0.0
+        cand = max(fits, key=lambda c: (sum(c.keep), -c.threads, -measured[c]["latency_ms"]))
+        tuned, seconds = self._final(space, cand)
+        return (cand, costs(cand), tuned, None), seconds
+
+    def _widen(self, space: SearchSpace, profile: DeviceProfile) -> str:
+        """What would widen the search space, in words."""
+        ways = [f"a keep floor below {space.keep_grid[-1]:g} (the grid's sparsest ratio)"]
+        schemes = [sc for sc in SCHEME_PREFERENCE if sc not in space.schemes]
+        if schemes:
+            ways.append(f"another scheme (--schemes with {', '.join(schemes)})")
+        targets = [t for t in profile.supported_targets if t not in space.targets]
+        if targets:
+            ways.append(f"another target ({', '.join(targets)})")
+        if self.settings.threads is not None:
+            ways.append(f"more threads than --threads {self.settings.threads}")
+        return "; ".join(ways)
+
+    def _measured_infeasible(self, profile: DeviceProfile, space: SearchSpace,
+                             measured: dict[Candidate, dict[str, Any]], limits: Limits, where: str,
+                             rounds: list[RoundReport]) -> BudgetInfeasibleError:
+        """The verdict once the most aggressive plans were measured over the budget: the fastest measured plan, the
+        tightest budget this space can meet, and what would widen it. Proven when every interval lies above."""
+        percentile = profile.budget.latency_percentile
+        parts, proven = [], True
+        for name, unit, label in (("latency_ms", "ms", f"{percentile} latency"), ("model_size_mb", "MB", "size"),
+                                  ("peak_memory_mb", "MB", "peak memory")):
+            limit = getattr(limits, name)
+            values = {c: got[name] for c, got in measured.items() if got.get(name) is not None}
+            if limit is None or not values:
+                continue
+            best = min(values, key=values.__getitem__)
+            if values[best] <= limit:
+                continue
+            text = f"{label} {values[best]:.4g} {unit} > {limit:g} {unit} budget"
+            if name == "latency_ms":
+                low, point = measured[best]["latency_low_ms"], measured[best]["latency_point_ms"]
+                text = f"{label} {point:.4g} ms (95% interval {low:.4g}..{values[best]:.4g} ms) > {limit:g} ms budget"
+                if low <= limit:
+                    proven = False
+                    text += " (within noise: the interval reaches the budget)"
+            which = "fastest" if name == "latency_ms" else "smallest"
+            parts.append(f"{which} measured plan {best.label()}: {text}; the tightest {label} budget this space "
+                         f"meets is about {values[best]:.4g} {unit}")
+        verdict = "proven by measurement" if proven else "measured, but within noise"
+        why = "; ".join(parts) or "no single measured plan meets every budget at once"
+        return _with_rounds(BudgetInfeasibleError(
+            f"device '{profile.name}': no plan meets the budget ({verdict} on {where}, the most aggressive plans "
+            f"of the search space included): {why}; to widen the space: {self._widen(space, profile)}"
+        ), rounds, proven=proven)
+
+    def _predicted_infeasible(self, profile: DeviceProfile, space: SearchSpace, visits: list[Visit], costs,
+                              limits: Limits, where: str, rounds: list[RoundReport]) -> BudgetInfeasibleError:
+        """The verdict when nothing measured counts for the device (a phone planned on a laptop): predicted only."""
+        return _with_rounds(BudgetInfeasibleError(
+            f"{self._infeasible(profile, space, visits, costs, limits)} (predicted, not proven: measurements on "
+            f"{where} do not count for {profile.name}; validate on the device); to widen the space: "
+            f"{self._widen(space, profile)}"
+        ), rounds, proven=False)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _search(self, space: SearchSpace, costs, proxy, limits: Limits) -> list[Visit]:
@@ -629,22 +767,42 @@ class Planner:
         closest = min(visits, key=lambda v: limits.excess(costs(v.candidate), self.settings.margin))
         why = "; ".join(parts) or "no single plan meets every budget at once"
         return (f"device '{profile.name}': no plan meets the budget: {why}; closest plan {closest.candidate.label()} "
-                f"at {_costs_text(costs(closest.candidate))}; loosen the budget or choose a faster target/scheme")
+                f"at {_costs_text(costs(closest.candidate))}")
 
 
 def _unpruned(c: Candidate) -> bool:
     return all(k >= 1.0 for k in c.keep)
 
 
-def _slowest_block_ms(m: Measurement, percentile: str) -> float:
-    """The latency a plan is judged and the cost model corrected by: the slowest measurement block's p50 (or p90).
-    A plan must meet its budget in every block, so a thread count whose timing swings on this device (threads
-    waiting on each other while the app or the OS takes a core) is corrected towards its slow blocks, and the search
-    favours what meets the budget reliably."""
+def _measured_figures(m: Measurement, percentile: str) -> dict[str, Any]:
+    """What a measurement says against the budgets. `latency_ms`, the figure a plan is judged and the cost model
+    corrected by, is the upper end of the 95% bootstrap interval of the budget's percentile (with 3 blocks, about
+    the slowest block's): a plan must meet its budget reliably, so a thread count whose timing swings on this device
+    (threads waiting on each other while the app or the OS takes a core) is corrected towards its slow side.
+    `latency_point_ms` and `latency_low_ms` are the estimate and the interval's lower end (a budget below the lower
+    end is missed beyond noise)."""
+    interval = m.timing.get(f"{percentile}_ci95_ms") if m.timing else None
+    point = m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
     blocks = m.extra.get(f"block_{percentile}_ms")
-    if blocks:
-        return float(max(blocks))
-    return m.latency_p50_ms if percentile == "p50" else m.latency_p90_ms
+    if interval:
+        low, high = float(interval[0]), float(interval[1])
+    elif blocks:
+        low, high = float(min(blocks)), float(max(blocks))
+    else:
+        low = high = point
+    out: dict[str, Any] = {"latency_ms": max(high, point), "latency_point_ms": point, "latency_low_ms": min(low, point),
+                           "model_size_mb": m.size_bytes / 1e6, "peak_memory_mb": m.peak_memory_mb}
+    if m.timing.get("multimodal"):
+        out["latency_modes_ms"] = [mode["center_ms"] for mode in m.timing["modes"]]
+    return out
+
+
+def _with_rounds(error: BudgetInfeasibleError, rounds: list[RoundReport], proven: bool) -> BudgetInfeasibleError:
+    """`error` carrying the rounds that led to it (`rounds`, as dicts) and whether measurements prove it (`proven`;
+    False for a verdict on predictions, or one within the measurements' noise)."""
+    error.rounds = [r.to_dict() for r in rounds]
+    error.proven = proven
+    return error
 
 
 def _no_faster_with_more_threads(anchored: dict[tuple[str, str, int], float]) -> dict[tuple[str, str, int], str]:
@@ -660,7 +818,7 @@ def _no_faster_with_more_threads(anchored: dict[tuple[str, str, int], float]) ->
     return out
 
 
-def _met(limits: Limits, got: dict[str, float | None], headroom: float = 0.0) -> bool:
+def _met(limits: Limits, got: dict[str, Any], headroom: float = 0.0) -> bool:
     """Whether measured figures meet the budgets; the latency with `headroom` to spare (the build measures again,
     and a plan accepted at 99% of its budget would then miss it half the time)."""
     for name in ("latency_ms", "model_size_mb", "peak_memory_mb"):
@@ -672,8 +830,8 @@ def _met(limits: Limits, got: dict[str, float | None], headroom: float = 0.0) ->
     return True
 
 
-def _fmt(got: dict[str, float | None]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in got.items() if v is not None)
+def _fmt(got: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in got.items() if isinstance(v, (int, float)))
 
 
 def _costs_text(c: Costs) -> str:

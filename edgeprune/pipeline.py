@@ -186,13 +186,16 @@ def _outputs(fn: Any, x: np.ndarray) -> np.ndarray:
 def _recover(
     pruned: torch.nn.Module, spec: ModelSpec, dataset: Dataset, request: BuildRequest, steps: Steps
 ) -> RecoverySummary | None:
-    """Distillation fine-tune of the pruned model when there is something to recover and labels to do it with."""
+    """Distillation fine-tune of the pruned model when there is something to recover: `recover.recover`, the same
+    that the planner runs, so `apply` of a plan reproduces the planner's weights."""
+    from edgeprune.recover import recover
+
     pruning = request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values())
-    if not pruning or request.finetune_epochs == 0 or dataset.train_x is None or dataset.train_y is None:
+    if not pruning or request.finetune_epochs == 0:
         return None
-    config = RecoveryConfig(epochs=request.finetune_epochs, seed=request.seed)
-    with steps.step(f"Recovering accuracy ({config.epochs} epochs of distillation)", total=config.epochs) as update:
-        return distill(pruned, spec.module, dataset.train_x, dataset.train_y, config, progress=update)
+    epochs = request.finetune_epochs
+    with steps.step(f"Recovering accuracy ({epochs} epochs of distillation)", total=epochs) as update:
+        return recover(pruned, spec.module, dataset, epochs, request.seed, progress=update)
 
 
 @dataclass
@@ -487,8 +490,12 @@ def _artifact_summary(rep: ArtifactReport) -> dict[str, Any]:
         "cost_model_status": rep.predicted["status"],
         "peak_memory_mb": None if m.peak_memory_mb is None else round(m.peak_memory_mb, 3),
         "accuracy_kind": q.kind,
+        "accuracy_split": q.split,
         "reference_accuracy": q.reference_accuracy,
         "artifact_accuracy": q.artifact_accuracy,
+        "artifact_accuracy_ci95": q.to_dict()["artifact_accuracy_ci95"],
+        "latency_p50_ci95_ms": m.timing.get("p50_ci95_ms"),
+        "timing_multimodal": m.timing.get("multimodal"),
         "passed": rep.verdict.passed,
         "checks": {c.name: c.status for c in rep.verdict.checks},
     }

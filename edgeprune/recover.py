@@ -1,6 +1,9 @@
 """Accuracy recovery after pruning: a short fine-tune with knowledge distillation from the dense model.
 
 loss = alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · cross-entropy(student, labels)
+
+`recover` is the one place that decides what a pruned model is fine-tuned on; the planner and `build`/`apply` both
+call it, so `edgeprune apply plan.yaml` reproduces the weights the planner chose.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeprune.errors import ConfigError
+from edgeprune.types import Dataset
+
+DISTILL_ALPHA = 0.7
+"""Share of the loss that is distillation when labels are there too."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class RecoveryConfig:
     weight_decay: float = 1e-4
     batch_size: int = 64
     temperature: float = 4.0
-    alpha: float = 0.7
+    alpha: float = DISTILL_ALPHA
     seed: int = 0
 
 
@@ -34,6 +41,7 @@ class RecoverySummary:
     train_samples: int
     seconds: float
     final_loss: float
+    data: str = "train split with labels"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"method": "fine-tune with knowledge distillation from the unpruned model"}
@@ -85,3 +93,36 @@ def distill(
                 progress(epoch + 1, config.epochs)
     student.eval()
     return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value)
+
+
+def recovery_data(teacher: nn.Module, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """(inputs, labels, alpha, what) a pruned model is fine-tuned on: the labelled train split, distillation plus
+    labels; else the train inputs, or without a train split the calibration inputs, with the teacher's top-1 as
+    labels and distillation alone (alpha 1). Never the validation or test split."""
+    if dataset.train_x is not None and dataset.train_y is not None and len(dataset.train_x):
+        return dataset.train_x, dataset.train_y, DISTILL_ALPHA, "train split with labels"
+    if dataset.train_x is not None and len(dataset.train_x):
+        x, what = dataset.train_x, "train split, unlabelled: distillation from the unpruned model alone"
+    else:
+        x, what = dataset.calib_x, "calibration split (no train split): distillation from the unpruned model alone"
+    teacher.eval()
+    with torch.no_grad():
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        labels = torch.cat([teacher(inputs[i : i + 256]).argmax(1) for i in range(0, len(inputs), 256)]).numpy()
+    return x, labels.astype(np.int64), 1.0, what
+
+
+def recover(
+    student: nn.Module,
+    teacher: nn.Module,
+    dataset: Dataset,
+    epochs: int,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> RecoverySummary | None:
+    """Fine-tune the pruned `student` in place for `epochs` on `recovery_data`; None when `epochs` is 0."""
+    if epochs == 0:
+        return None
+    x, y, alpha, what = recovery_data(teacher, dataset)
+    summary = distill(student, teacher, x, y, RecoveryConfig(epochs=epochs, alpha=alpha, seed=seed), progress)
+    return RecoverySummary(summary.config, summary.train_samples, summary.seconds, summary.final_loss, what)

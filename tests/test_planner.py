@@ -12,7 +12,7 @@ import yaml
 
 import numpy as np
 
-from edgeprune.autoplan import Correction, _no_faster_with_more_threads, _slowest_block_ms
+from edgeprune.autoplan import Correction, _measured_figures, _no_faster_with_more_threads
 from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
 from edgeprune.planner.search import Costs, Limits, greedy, is_uniform, uniform
@@ -111,16 +111,22 @@ def test_correction_interpolates_between_measured_plans():
     assert noisy.apply(pair, "latency", 1.0) <= noisy.apply(pair, "latency", 4.0)
 
 
-def test_a_plan_is_judged_by_its_slowest_measurement_block():
-    def measured(extra):
+def test_a_plan_is_judged_by_the_upper_end_of_its_latency_interval():
+    def measured(extra, timing=None):
         return Measurement(0.2, 0.3, 0.21, 150, 10, 2, 1000, None, "file size", "host", "executorch.runtime", {},
-                           np.zeros((1, 10), np.float32), extra)
+                           np.zeros((1, 10), np.float32), extra, timing=timing or {})
 
     blocks = {"block_p50_ms": [0.2, 0.31, 0.19], "block_p90_ms": [0.3, 0.45, 0.28]}
-    assert _slowest_block_ms(measured(blocks), "p50") == 0.31  # not the median, 0.2
-    assert _slowest_block_ms(measured(blocks), "p90") == 0.45
-    assert _slowest_block_ms(measured({}), "p50") == 0.2  # one block (--blocks 1): its own figures
-    assert _slowest_block_ms(measured({}), "p90") == 0.3
+    timing = {"p50_ci95_ms": [0.19, 0.3], "p90_ci95_ms": [0.28, 0.45], "multimodal": True,
+              "modes": [{"center_ms": 0.2, "share": 0.7}, {"center_ms": 0.31, "share": 0.3}]}
+    got = _measured_figures(measured(blocks, timing), "p50")
+    assert (got["latency_ms"], got["latency_point_ms"], got["latency_low_ms"]) == (0.3, 0.2, 0.19)
+    assert got["latency_modes_ms"] == [0.2, 0.31] and got["model_size_mb"] == 0.001
+    assert _measured_figures(measured(blocks, timing), "p90")["latency_ms"] == 0.45
+    # without a bootstrap interval: the slowest and fastest blocks; one block (--blocks 1): its own figures
+    assert _measured_figures(measured(blocks), "p50")["latency_ms"] == 0.31  # not the median, 0.2
+    assert _measured_figures(measured({}), "p50")["latency_ms"] == 0.2
+    assert _measured_figures(measured({}), "p90")["latency_ms"] == 0.3
 
 
 def test_a_thread_count_no_faster_than_fewer_threads_is_left_out():
@@ -267,6 +273,8 @@ def test_unreachable_budget_exits_3_naming_the_binding_budget(tmp_path, capsys, 
                              "executorch", "--latency-ms", "0.0001", "--out", str(tmp_path / "plans"), "--quiet")
     assert code == 3
     assert "best latency" in err and "> 0.0001 ms budget" in err and "closest plan" in err
+    assert "predicted, not proven: measurements on host do not count for pixel-8" in err  # a laptop is not the phone
+    assert "to widen the space" in err and err.count("\n") == 1
     assert not (tmp_path / "plans" / "pixel-8").exists()
     # a budget the best plan is predicted to meet, but by less than the planner's margin, says so
     best_ms = float(re.search(r"best latency ([0-9.e-]+) ms", err).group(1))

@@ -72,3 +72,51 @@ def test_keep_ratio_one_is_a_no_op(model, calib):
 def test_bad_plans_are_config_errors(model, calib, plan, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         prune(model, EXAMPLE, calib, plan)
+
+
+def _state_sha256(module: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_apply_recovers_the_planners_weights(tmp_path, labelled):
+    """One owner of prune + recovery: a plan replayed by `apply` (the pipeline's fixed plan) gives the weights the
+    planner fine-tuned for it, with labelled data and without (there both distil on what `recover` picks)."""
+    from edgeprune._progress import Steps
+    from edgeprune._torch import torch_threads
+    from edgeprune.autoplan import Planner, PlanSettings
+    from edgeprune.data import dataset_from_arrays, load_data
+    from edgeprune.pipeline import BuildRequest, _fixed_plan
+    from edgeprune.planner import Candidate
+    from edgeprune.profiles import load_profile
+    from edgeprune.types import ModelSpec
+
+    torch.manual_seed(0)
+    spec = ModelSpec("test:digits", "digits", digits.build_model().eval(), digits.INPUT_SHAPE, "none")
+    if labelled:
+        gen = torch.Generator().manual_seed(1)
+        x = torch.rand(120, *digits.INPUT_SHAPE[1:], generator=gen).numpy()
+        data = dataset_from_arrays(x, torch.randint(0, 10, (120,), generator=gen).numpy(), digits.INPUT_SHAPE)
+    else:
+        data = load_data(None, digits.INPUT_SHAPE)  # generated inputs: no labels, no train split
+    settings = PlanSettings(schemes=("fp32",), importances=("fpgm",), threads=1, finetune_epochs=2, seed=3)
+    with torch_threads(1):
+        planner = Planner(spec, data, settings)
+        space = planner.space(("executorch",), ("fp32",), load_profile("host"))
+        keep = tuple(0.5 if i % 2 else 0.75 for i in range(len(space.buckets)))
+        planned = planner.tuned(space, (keep, "fpgm"))
+        plan = space.to_plan(Candidate(keep, "fp32", "executorch", "fpgm"))
+        request = BuildRequest(model="test:digits", out=tmp_path, layer_keep_ratios=plan.layer_keep_ratios,
+                               importance=plan.importance, round_to=plan.round_to, finetune_epochs=2, seed=3)
+        applied, _, summary, recovery = _fixed_plan(request, spec, data, Steps(enabled=False), ("executorch",))
+    assert recovery is not None and planned.recovery is not None
+    assert recovery.data == planned.recovery.data
+    assert ("labels" in recovery.data) is labelled
+    assert summary.channels == planned.summary.channels
+    assert _state_sha256(applied) == _state_sha256(planned.model)
