@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from edgeprune.target_specs import TARGET_SPECS
+
 if TYPE_CHECKING:
     import torch
 
-TARGETS: tuple[str, ...] = ("executorch", "tflite", "onnx")
+TARGETS: tuple[str, ...] = tuple(TARGET_SPECS)
+"""Target names, from the registry of target specs (`target_specs.py`)."""
 SCHEMES: tuple[str, ...] = ("fp32", "fp16", "int8", "int8-dynamic")
 """Quantisation schemes. `int8` is static (calibrated) int8; `int8-dynamic` quantises activations at run time."""
 
-ARTIFACT_SUFFIX = {"executorch": ".pte", "tflite": ".tflite", "onnx": ".onnx"}
+ARTIFACT_SUFFIX = {name: spec.suffix for name, spec in TARGET_SPECS.items()}
 
 Status = Literal["pass", "fail", "unverified"]
 

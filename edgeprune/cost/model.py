@@ -24,6 +24,7 @@ import torch
 from edgeprune.cost.features import GEMM_TYPES, Kernel, ModelFeatures, extract_features
 from edgeprune.errors import ConfigError
 from edgeprune.profiles import DeviceProfile, KernelCoefficients, LatencyCoefficients, SizeCoefficients
+from edgeprune.target_specs import TARGET_SPECS
 from edgeprune.types import SCHEMES, TARGETS
 
 Status = str  # "calibrated" | "estimated" | "uncalibrated"
@@ -220,7 +221,7 @@ def _installed_versions() -> dict[str, str | None]:
     return {d: package_version(d) for d in ("executorch", "ai-edge-litert", "litert-torch", "onnxruntime", "torch")}
 
 
-_RUNTIME_OF = {"executorch": ("executorch",), "tflite": ("ai-edge-litert", "litert-torch"), "onnx": ("onnxruntime",)}
+_RUNTIME_OF = {name: spec.runtime_distributions for name, spec in TARGET_SPECS.items()}
 
 
 def version_notes(profile: DeviceProfile, target: str) -> list[str]:

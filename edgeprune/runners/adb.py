@@ -50,6 +50,7 @@ from edgeprune.runners.parsers import (
     parse_perf_test,
     parse_power_stats,
 )
+from edgeprune.target_specs import TARGET_SPECS
 from edgeprune.types import Artifact, Measurement
 
 __all__ = [
@@ -65,12 +66,8 @@ __all__ = [
 ]
 
 REMOTE_SCRIPT = Path(__file__).with_name("remote_measure.py")
-RUNTIME_MODULES = {
-    ".pte": ("numpy", "torch", "executorch"),
-    ".tflite": ("numpy", "ai_edge_litert"),
-    ".onnx": ("numpy", "onnxruntime"),
-    ".ort": ("numpy", "onnxruntime"),
-}
+RUNTIME_MODULES = {suffix: ("numpy", *t.runtime_modules) for t in TARGET_SPECS.values() for suffix in t.suffixes}
+"""Artifact suffix -> the modules a device's Python must import to measure it (from the target specs)."""
 HAL2_COMMAND = ("dumpsys", "android.hardware.power.stats.IPowerStats/default")
 HAL1_COMMAND = ("lshal", "debug", "android.hardware.power.stats@1.0::IPowerStats/default")
 BATTERY_DIR = "/sys/class/power_supply/battery"
