@@ -6,6 +6,7 @@ Exit codes: 0 ok · 1 internal error · 2 bad input/config · 3 a budget was not
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import traceback
@@ -173,7 +174,17 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--threads", type=int, help="threads (default: the device profile's)")
     _add_runner_options(validate, allow_all=True)
     validate.add_argument("--json", action="store_true", help="print the results as JSON")
+    for name in COMMAND_MODULES:  # commands that live in their own module: add_parsers(sub, parser_class) + run()
+        module = importlib.import_module(name)
+        before = set(sub.choices)
+        module.add_parsers(sub, _Parser)
+        for command in set(sub.choices) - before:
+            sub.choices[command].set_defaults(module_run=module.run)
     return parser
+
+
+COMMAND_MODULES = ("edgeprune.cli_integrate",)
+"""Modules that add a command each (integrate, report, emulator); they import no heavy library at import time."""
 
 
 def _add_runner_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
@@ -408,7 +419,7 @@ def _cmd_build_config(args: argparse.Namespace, out: Console) -> int:
     def said(o: ModelOutcome) -> None:
         state = "built" if o.rebuilt else "up to date"
         verdict = "all budgets met" if o.passed else "a budget was not met"
-        out.print(f"{o.name}: {state} ({verdict}): {o.folder}")
+        out.print(f"{o.name}: {state} ({verdict}): {o.folder}", soft_wrap=True)
 
     outcomes = build_project(args.config, force=args.force, progress=not (args.quiet or args.json),
                              verbose=args.verbose, on_model=None if args.json else said)
@@ -564,7 +575,8 @@ def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
         out.print(line)
     failed = [d["device"] for d in summary["devices"] if not d["passed"]]
     out.print(f"[bold red]a budget was not met on: {', '.join(failed)}[/]" if failed else "[green]no budget failed[/]")
-    out.print(f"details: {out_dir / 'build.json'}, {out_dir}/<device>/manifest.json; log: {out_dir / 'edgeprune.log'}")
+    out.print(f"details: {out_dir / 'build.json'}, {out_dir}/<device>/manifest.json; log: {out_dir / 'edgeprune.log'}",
+              soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -575,7 +587,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(width=min(term.width, SUMMARY_WIDTH) if term.is_terminal else SUMMARY_WIDTH)
     handlers = {"devices": _cmd_devices, "build": _cmd_build, "plan": _cmd_plan, "apply": _cmd_apply,
                 "validate": _cmd_validate, "runners": _cmd_runners, "calibrate": _cmd_calibrate}
-    if args.command == "profile":
+    if getattr(args, "module_run", None) is not None:
+        handler = args.module_run
+    elif args.command == "profile":
         handler = _cmd_profile_show if args.profile_command == "show" else _cmd_profile_draft
     else:
         handler = handlers[args.command]

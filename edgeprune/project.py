@@ -140,6 +140,11 @@ def _rel(base: Path, value: str | None) -> str | None:
     return str((base / value).resolve())
 
 
+def _device(base: Path, device: str) -> str:
+    """A built-in profile name as given; a profile .yaml path made absolute against the config's folder."""
+    return str((base / device).resolve()) if device.endswith((".yaml", ".yml")) or "/" in device else device
+
+
 def _digest_path(path: Path) -> str:
     if path.is_file():
         return sha256_file(path)
@@ -171,7 +176,7 @@ def inputs_digest(entry: ModelEntry, base: Path, measure: MeasureConfig) -> str:
         "measure": measure.model_dump(mode="json"),
         "edgeprune": edgeprune.__version__,
         "code": _model_code_digest(entry.model),
-        "profiles": [load_profile(_rel(base, d) or d).model_dump(mode="json") for d in entry.devices],
+        "profiles": [load_profile(_device(base, d)).model_dump(mode="json") for d in entry.devices],
     }
     for key in ("weights", "data"):
         value = _rel(base, getattr(entry, key))
@@ -232,7 +237,7 @@ def build_project(config_path: str | Path, *, force: bool = False, progress: boo
                                     finetune_epochs=s.finetune_epochs, rank_epochs=s.rank_epochs, seed=entry.seed)
             b = entry.budgets
             result = build(
-                entry.model, _rel(base, entry.data), devices=[_rel(base, d) or d for d in entry.devices], out=folder,
+                entry.model, _rel(base, entry.data), devices=[_device(base, d) for d in entry.devices], out=folder,
                 targets=entry.targets, latency_ms=b.latency_ms, size_mb=b.size_mb, memory_mb=b.memory_mb,
                 energy_mj=b.energy_mj, max_accuracy_drop_pts=b.max_accuracy_drop_pts, plan=plan, measure=measure,
                 input_shape=entry.input_shape, weights=_rel(base, entry.weights), seed=entry.seed,
