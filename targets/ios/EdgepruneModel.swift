@@ -1,0 +1,160 @@
+// EdgepruneModel.swift: opens the model edgeprune built for an iOS device profile. Copied into the app by
+// `edgeprune integrate ios` (from edgeprune's targets/ios/); rewritten on every run.
+//
+// The models sit in the app bundle under Models/<device>/ (add Edgeprune/Models to the target as a folder
+// reference): manifest.json plus the model files. The manifest says which runtime each file is for and the
+// tensors it takes; this opens the first preferred runtime the app links and has a file for.
+//
+//   let model = try EdgepruneModel.open()
+//   let scores = try model.run(pixels)   // [Float] laid out as model.input.shape
+import Foundation
+#if canImport(ExecuTorch)
+import ExecuTorch
+#endif
+#if canImport(TensorFlowLite)
+import TensorFlowLite
+#endif
+#if canImport(onnxruntime_objc)
+import onnxruntime_objc
+#endif
+
+public struct EdgepruneTensorSpec: Decodable {
+    public let name: String
+    public let shape: [Int]
+    public let dtype: String
+    public let scale: Float?
+    public let zero_point: Int?
+
+    public var elements: Int { shape.reduce(1, *) }
+
+    func quantize(_ x: [Float]) -> Data {
+        Data(x.map { UInt8(bitPattern: Int8(clamping: Int(($0 / scale!).rounded()) + zero_point!)) })
+    }
+
+    func dequantize(_ q: Data) -> [Float] {
+        q.map { scale! * Float(Int(Int8(bitPattern: $0)) - zero_point!) }
+    }
+}
+
+public struct EdgepruneArtifact: Decodable {
+    public let path: String
+    public let target: String
+    public let sha256: String
+    public let inputs: [EdgepruneTensorSpec]
+    public let outputs: [EdgepruneTensorSpec]
+}
+
+public struct EdgepruneManifest: Decodable {
+    public struct Device: Decodable { public let name: String; public let platform: String }
+    public let schema_version: Int
+    public let device: Device
+    public let artifacts: [EdgepruneArtifact]
+}
+
+public enum EdgepruneError: Error {
+    case noModel(String)
+    case badInput(String)
+}
+
+public final class EdgepruneModel {
+    public let manifest: EdgepruneManifest
+    public let artifact: EdgepruneArtifact
+    public var input: EdgepruneTensorSpec { artifact.inputs[0] }
+    public var output: EdgepruneTensorSpec { artifact.outputs[0] }
+    private let runFn: ([Float]) throws -> [Float]
+
+    /// Targets this build of the app can run, in edgeprune's registry order.
+    public static var linkedTargets: [String] {
+        var out: [String] = []
+        #if canImport(ExecuTorch)
+        out.append("executorch")
+        #endif
+        #if canImport(TensorFlowLite)
+        out.append("tflite")
+        #endif
+        #if canImport(onnxruntime_objc)
+        out.append("onnx")
+        #endif
+        return out
+    }
+
+    /// Opens `device`'s model (nil: the only, or first, folder under Models/) with the first of `preferred`.
+    public static func open(device: String? = nil, preferred: [String] = linkedTargets,
+                            bundle: Bundle = .main) throws -> EdgepruneModel {
+        guard let models = bundle.url(forResource: "Models", withExtension: nil) else {
+            throw EdgepruneError.noModel("the app bundle has no Models folder; add Edgeprune/Models as a folder reference")
+        }
+        let folders = try FileManager.default.contentsOfDirectory(atPath: models.path).sorted()
+        guard let name = device ?? folders.first else { throw EdgepruneError.noModel("Models/ is empty") }
+        let folder = models.appendingPathComponent(name)
+        let data = try Data(contentsOf: folder.appendingPathComponent("manifest.json"))
+        let manifest = try JSONDecoder().decode(EdgepruneManifest.self, from: data)
+        for target in preferred {
+            guard let entry = manifest.artifacts.first(where: { $0.target == target }) else { continue }
+            let file = folder.appendingPathComponent(entry.path)
+            guard FileManager.default.fileExists(atPath: file.path) else { continue }
+            return EdgepruneModel(manifest, entry, try runner(target, file, entry))
+        }
+        throw EdgepruneError.noModel("Models/\(name) has no file for \(preferred); linked runtimes: \(linkedTargets)")
+    }
+
+    private init(_ manifest: EdgepruneManifest, _ artifact: EdgepruneArtifact,
+                 _ runFn: @escaping ([Float]) throws -> [Float]) {
+        self.manifest = manifest
+        self.artifact = artifact
+        self.runFn = runFn
+    }
+
+    /// One inference: float input laid out as `input.shape` in, the first output as floats out.
+    public func run(_ x: [Float]) throws -> [Float] {
+        guard x.count == input.elements else {
+            throw EdgepruneError.badInput("input has \(x.count) values; \(input.name) takes \(input.shape)")
+        }
+        return try runFn(x)
+    }
+
+    private static func runner(_ target: String, _ file: URL,
+                               _ entry: EdgepruneArtifact) throws -> ([Float]) throws -> [Float] {
+        let input = entry.inputs[0], output = entry.outputs[0]
+        switch target {
+        #if canImport(ExecuTorch)
+        case "executorch":
+            let module = Module(filePath: file.path)
+            try module.load("forward")
+            return { x in
+                let result: Tensor<Float> = try module.forward(Tensor<Float>(x, shape: input.shape))[0].tensor()!
+                return result.scalars()
+            }
+        #endif
+        #if canImport(TensorFlowLite)
+        case "tflite":
+            let interpreter = try Interpreter(modelPath: file.path)
+            try interpreter.allocateTensors()
+            return { x in
+                let bytes = input.scale != nil ? input.quantize(x) : x.withUnsafeBufferPointer { Data(buffer: $0) }
+                try interpreter.copy(bytes, toInputAt: 0)
+                try interpreter.invoke()
+                let out = try interpreter.output(at: 0).data
+                if output.scale != nil { return output.dequantize(out) }
+                return out.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            }
+        #endif
+        #if canImport(onnxruntime_objc)
+        case "onnx":
+            let env = try ORTEnv(loggingLevel: .warning)
+            let session = try ORTSession(env: env, modelPath: file.path, sessionOptions: nil)
+            return { x in
+                let data = NSMutableData(bytes: x, length: x.count * MemoryLayout<Float>.size)
+                let tensor = try ORTValue(tensorData: data, elementType: .float,
+                                          shape: input.shape.map { NSNumber(value: $0) })
+                let outputs = try session.run(withInputs: [input.name: tensor], outputNames: [output.name],
+                                              runOptions: nil)
+                let out = try outputs[output.name]!.tensorData() as Data
+                return out.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            }
+        #endif
+        default:
+            throw EdgepruneError.noModel("this app does not link the \(target) runtime")
+        }
+    }
+}
