@@ -1,25 +1,48 @@
 """validate(): measure already-built artifacts on a runner (host, a phone over adb, a board over ssh) and judge
 them against their device's budget. Each validation is appended to the device's manifest.
+
+Every measurement's outputs on the eval inputs are compared with the **host reference**: the same artifact's outputs
+on this host's runtime, recorded once per manifest entry (`host_reference`: an .npy under `host_reference/` with its
+sha256, the artifact's sha256 it was recorded for, and the inputs' sha256), at the first validation that needs it.
+The comparison (max abs diff, top-1 agreement; `device_parity` in the validation record) is the verdict's
+`output_parity` check: beyond the scheme's tolerance (`DEVICE_PARITY`) it fails with the figure, whoever is at fault:
+a device computing wrong answers (an emulator on the wrong CPU model, a broken kernel) or an artifact that changed.
+
+A measurement from an emulated device (`extra["emulated"]`, e.g. `qemu cortex-a76`, which the ssh and adb runners read
+from the device) is recorded as such; its latency, memory and energy checks are `unverified`, "not measured:
+emulated device", since emulated time is no device's latency.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import io
 import json
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgeprune._io import atomic_write_json, sha256_file
+from edgeprune._io import atomic_write_bytes, atomic_write_json, sha256_file
 from edgeprune.data import load_data
 from edgeprune.errors import ConfigError
 from edgeprune.judge import judge, top1
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
 from edgeprune.runners.base import Runner, measure_in_blocks
-from edgeprune.types import Artifact, Dataset, Measurement, Plan, Quality, TensorSpec
+from edgeprune.types import Artifact, BudgetCheck, Dataset, Measurement, Plan, Quality, TensorSpec, Verdict
+
+DEVICE_PARITY = {"fp32": (1e-3, 0.99), "fp16": (2e-2, 0.98), "int8": (0.10, 0.98), "int8-dynamic": (0.10, 0.98)}
+"""Scheme -> (max abs diff from the host reference, as a fraction of the reference outputs' range (at least 1), and
+the least top-1 agreement with it). fp32 differs between x86 and ARM kernels by rounding only (about 1e-6 on the
+digits model and mobilenet_v2). int8 kernels legitimately differ more: onnxruntime's x86 (AVX2) and ARM int8 kernels
+put the digits model's outputs up to 12 quantisation steps (4.8% of the output range) apart with the same top-1.
+The wrong answers qemu's default CPU model gave (-0.087 against -1.389, 16% of the range) are outside both."""
+REFERENCE_DIR = "host_reference"
+EMULATED_CHECKS = ("latency", "peak_memory", "energy")
 
 
 @dataclass(frozen=True)
@@ -105,14 +128,118 @@ def _eval_data(manifest: dict[str, Any]) -> Dataset:
     return load_data(None if source == "generated" else source, tuple(manifest["model"]["input_shape"]))
 
 
-def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None) -> dict[str, Any]:
-    """Judge one measurement against the build's device budget and append it to the manifest entry."""
+def _inputs_sha256(inputs: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
+
+
+def record_host_reference(folder: Path, entry: dict[str, Any], inputs: np.ndarray, measurement: Measurement,
+                          recorded_by: str) -> dict[str, Any]:  # fmt: skip
+    """Keep `measurement`'s outputs (a host run of the entry's artifact on `inputs`) as the entry's host reference:
+    `host_reference/<artifact>.npy`, described in `entry["host_reference"]`. The caller writes the manifest."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(measurement.outputs, dtype=np.float32), allow_pickle=False)
+    rel = f"{REFERENCE_DIR}/{entry['path']}.npy"
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / rel, buf.getvalue())
+    entry["host_reference"] = {
+        "path": rel,
+        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+        "artifact_sha256": entry["sha256"],
+        "inputs_sha256": _inputs_sha256(inputs),
+        "rows": int(len(inputs)),
+        "where": measurement.where,
+        "machine": platform.machine(),
+        "runner": measurement.runner,
+        "runtime_versions": measurement.runtime_versions,
+        "recorded_by": recorded_by,
+        "recorded_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return entry["host_reference"]
+
+
+def host_reference(build: DeviceBuild, entry: dict[str, Any], artifact: Artifact, inputs: np.ndarray,
+                   measurement: Measurement) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """The entry's recorded host reference for `inputs`; recorded now (from `measurement` when it ran on the host,
+    else from one host run) when the entry has none or its inputs changed."""
+    rec = entry.get("host_reference")
+    if rec and rec.get("inputs_sha256") == _inputs_sha256(inputs):
+        path = build.folder / rec["path"]
+        if not path.is_file() or sha256_file(path) != rec["sha256"]:
+            raise ConfigError(f"host reference '{path}' is missing or changed since it was recorded; remove the "
+                              f"'host_reference' entry of {entry['path']} in the manifest to record it again")  # fmt: skip
+        return np.load(path, allow_pickle=False), rec
+    if measurement.where != "host" or len(measurement.outputs) != len(inputs):
+        from edgeprune.runners.host import HostRunner
+
+        measurement = HostRunner().measure(artifact, inputs, warmup=0, runs=1, threads=1)
+    rec = record_host_reference(build.folder, entry, inputs, measurement, "edgeprune validate")
+    return np.asarray(measurement.outputs, dtype=np.float32), rec
+
+
+def device_parity(scheme: str, outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
+    """Compare a device's outputs with the host reference: max abs diff and top-1 agreement against the scheme's
+    tolerance (`DEVICE_PARITY`)."""
+    if outputs.size == 0:
+        return {"passed": None, "note": "not compared: the runner returned no outputs (a native benchmark program)"}
+    if outputs.shape != reference.shape:
+        return {"passed": False, "max_abs_diff": None, "note": f"outputs of shape {tuple(outputs.shape)} against the "
+                f"host reference's {tuple(reference.shape)}"}  # fmt: skip
+    frac, min_agreement = DEVICE_PARITY.get(scheme, DEVICE_PARITY["fp32"])
+    diff = float(np.max(np.abs(outputs.astype(np.float64) - reference.astype(np.float64))))
+    limit = frac * max(1.0, float(np.ptp(reference)))
+    agreement = float((top1(outputs) == top1(reference)).mean())
+    return {"passed": bool(diff <= limit and agreement >= min_agreement), "max_abs_diff": diff,
+            "max_abs_diff_limit": limit, "top1_agreement": agreement, "top1_agreement_min": min_agreement,
+            "samples": int(len(outputs))}  # fmt: skip
+
+
+def _parity_check(parity: dict[str, Any], where: str) -> BudgetCheck:
+    if parity["passed"] is None:
+        return BudgetCheck("output_parity", "max abs diff", None, None, "unverified", parity["note"])
+    if parity.get("max_abs_diff") is None:
+        return BudgetCheck("output_parity", "max abs diff", None, None, "fail", parity["note"])
+    note = (f"{where} against the host reference on {parity['samples']} eval inputs: max abs diff "
+            f"{parity['max_abs_diff']:.3g} (limit {parity['max_abs_diff_limit']:.3g}), top-1 agreement "
+            f"{parity['top1_agreement']:.2%} (at least {parity['top1_agreement_min']:.0%})"
+            + (f"; {parity['note']}" if parity.get("note") else ""))  # fmt: skip
+    return BudgetCheck("output_parity", "max abs diff", parity["max_abs_diff"], parity["max_abs_diff_limit"],
+                       "pass" if parity["passed"] else "fail", note)  # fmt: skip
+
+
+def _on_emulator(checks: list[BudgetCheck], emulated: str) -> list[BudgetCheck]:
+    """Latency, memory and energy measured on an emulated device: unverified, never passed or failed."""
+    return [
+        BudgetCheck(c.name, c.unit, None, c.limit, "unverified", f"not measured: emulated device ({emulated})")
+        if c.name in EMULATED_CHECKS else c
+        for c in checks
+    ]
+
+
+def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None,
+            reference: tuple[np.ndarray, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Judge one measurement against the build's device budget and its outputs against the host reference, and
+    append it to the manifest entry."""
     quality = _quality(entry, measurement.outputs, labels)
     verdict = judge(_profile(build.manifest), measurement, quality)
+    checks = list(verdict.checks)
+    emulated = measurement.extra.get("emulated")
+    if emulated:
+        checks = _on_emulator(checks, emulated)
+    parity = None
+    if reference is not None:
+        parity = device_parity(entry["scheme"], measurement.outputs, reference[0])
+        parity["reference"] = reference[1]["path"]
+        if reference[1]["artifact_sha256"] != entry["sha256"]:
+            parity["note"] = (f"the host reference was recorded for artifact sha256 {reference[1]['artifact_sha256'][:12]}…, "
+                              f"the artifact now is {entry['sha256'][:12]}…")  # fmt: skip
+        checks.append(_parity_check(parity, measurement.where))
+    verdict = Verdict(device=verdict.device, checks=tuple(checks))
     record = {
         "validated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "measured": measurement.to_dict(),
         "accuracy": quality.artifact_accuracy,
+        **({"emulated": emulated} if emulated else {}),
+        **({"device_parity": parity} if parity is not None else {}),
         "verdict": verdict.to_dict(),
     }
     entry.setdefault("validations", []).append(record)
@@ -141,7 +268,8 @@ def validate(path: Path, runner: Runner, *, runs: int = 50, warmup: int = 10, th
             artifact = _artifact(build.folder, entry)
             measurement = measure_in_blocks(runner, artifact, data.eval_x, warmup=warmup, runs=runs, threads=n_threads,
                                             blocks=blocks)
-            results.append(_record(build, entry, measurement, data.eval_y))
+            reference = host_reference(build, entry, artifact, data.eval_x, measurement)
+            results.append(_record(build, entry, measurement, data.eval_y, reference))
         atomic_write_json(build.folder / "manifest.json", build.manifest)
     return results
 
@@ -180,7 +308,8 @@ def validate_on_attached(
             notes.append(f"{res.serial}: {res.artifact.path.name}: {res.error}")
             continue
         build, entry = entries[res.artifact.path]
-        results.append(_record(build, entry, res.measurement, data.eval_y))
+        reference = host_reference(build, entry, res.artifact, data.eval_x, res.measurement)
+        results.append(_record(build, entry, res.measurement, data.eval_y, reference))
     for build in builds.values():
         atomic_write_json(build.folder / "manifest.json", build.manifest)
     return results, notes

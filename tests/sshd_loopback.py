@@ -17,14 +17,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from edgeprune.emulator.fronts import descendants, keygen, wait_listening
+
 SSHD = "/usr/sbin/sshd"
-START_TIMEOUT_S = 15.0
 
 
 class LoopbackUnavailable(RuntimeError):
@@ -67,7 +67,7 @@ class LoopbackBoard:
 
     def session_pids(self) -> list[int]:
         """Processes sshd forked for connections (and the remote commands under them), deepest first."""
-        return _descendants(self.pid)
+        return descendants(self.pid)
 
     def kill_sessions(self) -> list[int]:
         """SIGKILL every open connection (the remote commands included) but keep sshd listening: a board whose
@@ -97,34 +97,6 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _parent_map() -> dict[int, int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents[int(entry)] = ppid
-    return parents
-
-
-def _descendants(root: int) -> list[int]:
-    parents = _parent_map()
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    out: list[int] = []
-    stack = list(children.get(root, []))
-    while stack:
-        pid = stack.pop()
-        out.append(pid)
-        stack.extend(children.get(pid, []))
-    return out[::-1]
-
-
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -139,14 +111,6 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _keygen(path: Path, comment: str) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=30,
-    )  # fmt: skip
-    return path.with_name(path.name + ".pub").read_text().strip()
 
 
 def _config(workdir: Path, port: int, user: str, extra: list[str]) -> str:
@@ -195,8 +159,8 @@ def loopback_sshd(workdir: Path, user: str | None = None) -> Iterator[LoopbackBo
     if os.geteuid() == 0:  # privilege separation directory; sshd refuses to start without it when run as root
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
 
-    host_pub = _keygen(workdir / "host_ed25519", "edgeprune-loopback-host")
-    user_pub = _keygen(workdir / "id_ed25519", "edgeprune-loopback-user")
+    host_pub = keygen(workdir / "host_ed25519", "edgeprune-loopback-host")
+    user_pub = keygen(workdir / "id_ed25519", "edgeprune-loopback-user")
     (workdir / "authorized_keys").write_text(user_pub + "\n")
     os.chmod(workdir / "authorized_keys", 0o600)
 
@@ -214,7 +178,7 @@ def loopback_sshd(workdir: Path, user: str | None = None) -> Iterator[LoopbackBo
                 [SSHD, "-D", "-e", "-f", str(config)],
                 stdin=subprocess.DEVNULL, stdout=log_fh, stderr=log_fh, start_new_session=True,
             )  # fmt: skip
-        if _wait_listening(proc, port):
+        if wait_listening(proc, port):
             break
         _stop(proc)
         proc = None
@@ -234,19 +198,6 @@ def loopback_sshd(workdir: Path, user: str | None = None) -> Iterator[LoopbackBo
         _stop(proc)
         for pid in sessions + board.session_pids():
             _kill(pid, signal.SIGKILL)
-
-
-def _wait_listening(proc: subprocess.Popen, port: int) -> bool:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -3,13 +3,19 @@
 How one measurement goes (`AdbRunner.measure`):
 
 1. A fresh run folder `<device_dir>/run-<id>` is made on the device.
-2. If the device has a Python with the artifact's runtime (`python=` given, or `python3` on the device's PATH with
+2. A `.pte` runs with edgeprune's native ExecuTorch runner (`edgeprune_executorch_runner`: no Python or torch on
+   the device) wherever one exists: given as `native_runner`, on the device's PATH, or as a bundle in the runner
+   cache for the device's ABI (pushed with the run). Its arguments and result are remote_measure.py's.
+   Otherwise, if the device has a Python with the artifact's runtime (`python=` given, or `python3` on the device's PATH with
    the runtime importable), edgeprune's standalone `remote_measure.py`, the artifact and `inputs.npy` are pushed and
    run; it prints result JSON and writes `outputs.npy`, which is pulled: outputs are then available for accuracy.
 3. Otherwise the native benchmark program for the artifact's format is pushed from the runner cache
    (`edgeprune runners add PATH`): `benchmark_model` for .tflite, `executor_runner` for .pte,
    `onnxruntime_perf_test` for .onnx. Its real output is parsed (`parsers.py`); outputs are not available. An
    ETDump written by a profiling `executor_runner` is pulled next to the artifact.
+   The device's machine, its native runner (checked by ELF header: one built for another architecture is named,
+   not run) and the emulation marker `/etc/edgeprune/emulated` are read once; an edgeprune emulated device's
+   measurements carry `extra["emulated"]`, and no energy or memory is measured on it.
 4. Energy (`energy.py`): with the power-stats HAL, or failing that battery current x voltage sampling, a second run
    with more timed inferences and an idle window give energy per inference minus the idle baseline.
 5. Everything pushed or produced is removed from the device (try/finally).
@@ -40,6 +46,7 @@ import numpy as np
 from edgeprune.errors import ConfigError, DeviceError, MissingDependencyError
 from edgeprune.runners import cache as runner_cache
 from edgeprune.runners import energy as energy_mod
+from edgeprune.runners import native_runner as native
 from edgeprune.runners.android import DeviceInfo, device_info, draft_profile
 from edgeprune.runners.base import Runner, check_request, measure_in_blocks
 from edgeprune.runners.parsers import (
@@ -258,6 +265,7 @@ class AdbRunner(Runner):
         reconnect_wait_s: float = 15.0,
         etdump_dir: Path | None = None,
         cache_root: Path | None = None,
+        native_runner: str | Path | None = None,
     ):
         if timeout_s <= 0:
             raise ConfigError(f"timeout_s={timeout_s}: must be > 0 seconds")
@@ -273,6 +281,8 @@ class AdbRunner(Runner):
         self.reconnect_wait_s = reconnect_wait_s
         self.etdump_dir = etdump_dir
         self.cache_root = cache_root
+        self.native_runner = None if native_runner is None else native.bundle_program(Path(native_runner))
+        self._facts: native.DeviceFacts | None = None
         self._client = _client(adb_host, adb_port, self.timeout_s)
         self.serial = serial or self._only_serial()
         self.where = f"adb:{self.serial}"
@@ -378,12 +388,21 @@ class AdbRunner(Runner):
             r = dev.shell("make the run folder", ["mkdir", "-p", run.folder])
             if r.returncode != 0:
                 raise DeviceError(f"cannot create {run.folder} on device {self.serial}: {_first_line(r.output)}")
-            python = self._find_python(dev, artifact.path.suffix)
-            if python is not None:
-                m = self._measure_python(dev, run, python, artifact, inputs, warmup, runs, threads)
+            facts = self._device_facts(dev)
+            choice = None
+            if artifact.path.suffix == ".pte":
+                choice = native.choose_native(facts, info.abi or facts.abi, self.where, explicit=self.native_runner,
+                                              cache_root=self.cache_root)  # fmt: skip
+            python = None if choice is not None else self._find_python(dev, artifact.path.suffix)
+            if choice is not None or python is not None:
+                m = self._measure_python(dev, run, python, artifact, inputs, warmup, runs, threads, choice)
             else:
                 m = self._measure_native(dev, run, info, artifact, inputs, warmup, runs, threads)
-            return replace(m, extra={**m.extra, "device": info.to_dict()})
+            extra = {**m.extra, "device": info.to_dict()}
+            if facts.emulated:
+                extra["emulated"] = facts.emulated
+                m = replace(m, peak_memory_mb=None, memory_method=f"not measured: emulated device ({facts.emulated})")
+            return replace(m, extra=extra)
         finally:
             self._cleanup(dev, run)
 
@@ -392,7 +411,7 @@ class AdbRunner(Runner):
             if not dev.online():
                 return  # kept in _leftovers: removed when the device is back
             parts = [quote(["rm", "-f", *run.files])] if run.files else []
-            parts.append(quote(["rmdir", run.folder]) + " 2>/dev/null")
+            parts.append(quote(["rmdir", f"{run.folder}/lib", run.folder]) + " 2>/dev/null")  # lib/: a pushed runner's
             if run.made_device_dir:
                 parts.append(quote(["rmdir", self.device_dir]) + " 2>/dev/null")
             dev.shell("remove pushed files", "; ".join(parts) + "; true", timeout=min(self.timeout_s, 60.0))
@@ -403,6 +422,14 @@ class AdbRunner(Runner):
     def _clean_leftovers(self, dev: _Device) -> None:
         for run in list(self._leftovers):
             self._cleanup(dev, run)
+
+    def _device_facts(self, dev: _Device) -> native.DeviceFacts:
+        if self._facts is None:
+            r = dev.shell("read the device", native.PROBE_SCRIPT, timeout=min(self.timeout_s, 60.0))
+            self._facts = native.parse_probe(r.stdout)
+            if self._facts.emulated:
+                self._energy_source = None  # an emulated device has no power rails to read
+        return self._facts
 
     def _find_python(self, dev: _Device, suffix: str) -> str | None:
         if suffix in self._python_for:
@@ -431,34 +458,48 @@ class AdbRunner(Runner):
 
     # --------------------------------------------------------------------------------------- python path
 
-    def _measure_python(self, dev, run, python, artifact, inputs, warmup, runs, threads) -> Measurement:
+    def _measure_python(self, dev, run, python, artifact, inputs, warmup, runs, threads, choice=None) -> Measurement:
+        """remote_measure.py with the device's `python`, or (with `choice`) the native ExecuTorch runner, which takes
+        the same arguments and prints the same result."""
         folder = run.folder
         model = f"{folder}/{artifact.path.name}"
-        script = f"{folder}/remote_measure.py"
         in_npy, out_npy = f"{folder}/inputs.npy", f"{folder}/outputs.npy"
         buf = io.BytesIO()
         np.save(buf, inputs, allow_pickle=False)
-        run.files += [model, script, in_npy, out_npy]
+        run.files += [model, in_npy, out_npy]
         dev.push("push the artifact", artifact.path, model)
-        dev.push("push remote_measure.py", REMOTE_SCRIPT, script)
+        if choice is None:
+            name, script = "remote_measure.py", f"{folder}/remote_measure.py"
+            run.files.append(script)
+            dev.push("push remote_measure.py", REMOTE_SCRIPT, script)
+            program = [python, script]
+        elif choice.device_path:
+            name, program = native.RUNNER_NAME, [choice.device_path]
+        else:
+            name, program = native.RUNNER_NAME, [f"{folder}/{native.RUNNER_NAME}"]
+            libs = sorted((choice.bundle.parent / "lib").glob("*.so*"))
+            run.files += [program[0], *(f"{folder}/lib/{lib.name}" for lib in libs)]
+            dev.push(f"push {name}", choice.bundle, program[0], mode=0o755)
+            for lib in libs:
+                dev.push(f"push {lib.name}", lib.resolve(), f"{folder}/lib/{lib.name}")
         dev.push("push the inputs", buf.getvalue(), in_npy)
 
         def run_program(timed_runs: int) -> dict:
-            argv = [python, script, "--artifact", model, "--inputs", in_npy, "--outputs", out_npy,
+            argv = [*program, "--artifact", model, "--inputs", in_npy, "--outputs", out_npy,
                     "--warmup", warmup, "--runs", timed_runs, "--threads", threads]
-            r = dev.shell("run remote_measure.py", argv)
+            r = dev.shell(f"run {name}", argv)
             if r.returncode != 0:
                 raise DeviceError(
-                    f"remote_measure.py failed on device {self.serial} (exit {r.returncode}): "
+                    f"{name} failed on device {self.serial} (exit {r.returncode}): "
                     f"{_first_line(r.stderr or r.output) or 'no output'}"
                 )
             line = next((ln for ln in reversed(r.stdout.splitlines()) if ln.strip().startswith("{")), None)
             if line is None:
-                raise DeviceError(f"remote_measure.py on device {self.serial} printed no result JSON")
+                raise DeviceError(f"{name} on device {self.serial} printed no result JSON")
             try:
                 return json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DeviceError(f"remote_measure.py on device {self.serial} printed malformed JSON: {exc}") from None
+                raise DeviceError(f"{name} on device {self.serial} printed malformed JSON: {exc}") from None
 
         result, energy = self._run_with_energy(dev, run_program, runs, lambda res: float(res["latency_mean_ms"]))
         raw = dev.pull("pull the outputs", out_npy)
@@ -468,8 +509,10 @@ class AdbRunner(Runner):
             raise DeviceError(f"outputs.npy pulled from device {self.serial} is not a valid .npy file: {exc}") from None
         peak, method = self._python_memory(artifact, result)
         extra = {
-            "measured_with": "remote_measure.py",
-            "device_python": python,
+            "measured_with": name,
+            **({"device_python": python} if choice is None else {
+                "native_runner": {"path": choice.device_path or str(choice.bundle), "on_device": bool(choice.device_path),
+                                  "abi": choice.abi}}),
             "device_peak_rss_mb": result.get("peak_rss_mb"),
             "rss_growth_mb": result.get("rss_growth_mb"),
             "machine": result.get("machine"),
@@ -486,7 +529,7 @@ class AdbRunner(Runner):
             peak_memory_mb=peak,
             memory_method=method,
             where=self.where,
-            runner=f"{result.get('runner', 'remote_measure.py')} on the device (remote_measure.py via adb)",
+            runner=f"{result.get('runner', name)} on the device ({name} via adb)",
             runtime_versions={str(k): str(v) for k, v in (result.get("runtime_versions") or {}).items()},
             outputs=outputs,
             extra=extra,

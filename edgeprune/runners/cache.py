@@ -6,6 +6,10 @@ comes from the file name (`benchmark_model`, `executor_runner`, `onnxruntime_per
 `android_arm64_benchmark_model` is fine), the ABI from the ELF header's machine field. The adb runner pushes the
 binary for an artifact's format (`.tflite` → benchmark_model, `.pte` → executor_runner, `.onnx`/`.ort` →
 onnxruntime_perf_test) and the device's ABI (`ro.product.cpu.abi`).
+
+edgeprune's own native ExecuTorch runner (`edgeprune_executorch_runner`, built by `runners/native_runner.py`) is a
+*bundle*, the program with the `lib/` folder of shared libraries it loads; `add` takes its folder and keeps it whole
+under `edgeprune_executorch_runner/<abi>/`. The ssh and adb runners push it for `.pte` when the device has none.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 from edgeprune.errors import ConfigError
 
 KINDS = ("benchmark_model", "executor_runner", "onnxruntime_perf_test")
+NATIVE_KIND = "edgeprune_executorch_runner"
+"""edgeprune's native ExecuTorch runner: a folder (program + lib/), not one file."""
 KIND_FOR_SUFFIX = {
     ".tflite": "benchmark_model",
     ".pte": "executor_runner",
@@ -71,22 +77,30 @@ def elf_abi(path: Path) -> str:
             head = fh.read(20)
     except OSError as exc:
         raise ConfigError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    return elf_header_abi(head, str(path))
+
+
+def elf_header_abi(head: bytes, name: str) -> str:
+    """The ABI named by the first 20 bytes of an ELF file (`name` is for the messages)."""
     if len(head) < 20 or head[:4] != b"\x7fELF":
-        raise ConfigError(f"'{path}' is not an ELF executable; give a benchmark binary built for the device (e.g. arm64-v8a)")
+        raise ConfigError(f"'{name}' is not an ELF executable; give a benchmark binary built for the device (e.g. arm64-v8a)")
     ei_class, ei_data = head[4], head[5]
     order = "<" if ei_data == 1 else ">"
     (machine,) = struct.unpack(order + "H", head[18:20])
     abi = _ELF_MACHINE.get(machine)
     if abi is None:
-        raise ConfigError(f"'{path}' is an ELF file for machine 0x{machine:x}; known: arm64, arm, x86_64, x86, riscv64")
+        raise ConfigError(f"'{name}' is an ELF file for machine 0x{machine:x}; known: arm64, arm, x86_64, x86, riscv64")
     if _ELF_CLASS[abi] != ei_class:
-        raise ConfigError(f"'{path}' has an inconsistent ELF header (class {ei_class} for {abi})")
+        raise ConfigError(f"'{name}' has an inconsistent ELF header (class {ei_class} for {abi})")
     return abi
 
 
 def add(path: str | os.PathLike, *, root: Path | None = None) -> RunnerBinary:
-    """Copy a benchmark binary into the cache (replacing one of the same kind, ABI and name) and describe it."""
+    """Copy a benchmark binary (or a native runner bundle's folder) into the cache, replacing one of the same kind,
+    ABI and name, and describe it."""
     src = Path(path).expanduser()
+    if src.is_dir() and (src / NATIVE_KIND).is_file():
+        return add_native(src, root=root)
     if not src.is_file():
         raise ConfigError(f"runner binary '{src}' does not exist; give the path to a benchmark program file")
     kind = kind_of(src)
@@ -108,6 +122,37 @@ def add(path: str | os.PathLike, *, root: Path | None = None) -> RunnerBinary:
             "set EDGEPRUNE_CACHE_DIR to a writable folder"
         ) from None
     return _describe(kind, abi, dest)
+
+
+def add_native(bundle: Path, *, root: Path | None = None) -> RunnerBinary:
+    """Copy a native runner bundle (a folder with `edgeprune_executorch_runner` and `lib/`) into the cache."""
+    program = bundle / NATIVE_KIND
+    if not program.is_file() or not (bundle / "lib").is_dir():
+        raise ConfigError(f"'{bundle}' is not a runner bundle: it needs {NATIVE_KIND} and a lib/ folder beside it")
+    abi = elf_abi(program)
+    dest = (root or cache_root()) / NATIVE_KIND / abi
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".add-"))
+        shutil.copytree(bundle, staging / "bundle", symlinks=False)
+        old = dest.with_name(f".old-{abi}")
+        if dest.exists():
+            os.replace(dest, old)
+        os.replace(staging / "bundle", dest)
+        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot store '{bundle}' in the runner cache '{dest.parent}': {exc.strerror or exc}; "
+            "set EDGEPRUNE_CACHE_DIR to a writable folder"
+        ) from None
+    return _describe(NATIVE_KIND, abi, dest / NATIVE_KIND)
+
+
+def find_native(abi: str, *, root: Path | None = None) -> RunnerBinary | None:
+    """The cached native runner bundle for `abi` (its program; the libraries are in `lib/` beside it), or None."""
+    program = (root or cache_root()) / NATIVE_KIND / abi / NATIVE_KIND
+    return _describe(NATIVE_KIND, abi, program) if program.is_file() else None
 
 
 def _describe(kind: str, abi: str, path: Path) -> RunnerBinary:
@@ -133,6 +178,9 @@ def list_cached(*, root: Path | None = None) -> list[RunnerBinary]:
     """Every cached binary, sorted by kind, ABI and name."""
     base = root or cache_root()
     out = []
+    for abi_dir in sorted((base / NATIVE_KIND).glob("[!.]*")):
+        if (abi_dir / NATIVE_KIND).is_file():
+            out.append(_describe(NATIVE_KIND, abi_dir.name, abi_dir / NATIVE_KIND))
     for kind in KINDS:
         for abi_dir in sorted((base / kind).glob("*")) if (base / kind).is_dir() else ():
             for p in sorted(abi_dir.iterdir()):

@@ -4,10 +4,18 @@ One measurement is four ssh commands, each with a timeout, each built from an ar
 `shlex.quote`d for the remote shell (nothing the user gave is ever interpolated into a shell string unquoted):
 
 1. `mktemp -d` a private directory on the board and unpack, from a tar stream on stdin, the standalone
-   `remote_measure.py` (stdlib + numpy + the runtime, never edgeprune), the artifact and `inputs.npy`;
+   `remote_measure.py` (stdlib + numpy + the runtime, never edgeprune), the artifact and `inputs.npy` (and, for a
+   `.pte` on a board without its own native runner, the runner bundle from the runner cache);
 2. run `PYTHON remote_measure.py --artifact ... --runs ...` under the board's `timeout`, which prints result JSON;
+   a `.pte` runs instead with edgeprune's native ExecuTorch runner (`edgeprune_executorch_runner`, same arguments
+   and result fields, no Python or torch needed) wherever one exists: given as `native_runner`, on the board's
+   PATH, or in the runner cache for the board's ABI;
 3. `cat` the outputs back;
 4. `rm -rf` the directory, always (in `finally`), also after a failure.
+
+Before the first measurement one more command reads the board's machine (`uname -m`), the native runner on its
+PATH (with its ELF header, so a runner built for another architecture is named, not run) and the emulation marker
+`/etc/edgeprune/emulated` of an edgeprune emulated device: its measurements carry `extra["emulated"]`.
 
 The system `ssh` client is used (`BatchMode=yes`, `ConnectTimeout`, `ServerAliveInterval`), so keys, agents and
 ~/.ssh/config work as they do for the user. A connection that is refused, reset or dropped mid-run (ssh's exit 255)
@@ -31,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, DeviceError
+from edgeprune.runners import native_runner as native
 from edgeprune.runners.base import Runner, check_request
 from edgeprune.types import Artifact, Measurement
 
@@ -100,6 +109,8 @@ class SshRunner(Runner):
         remote_dir: str | None = None,
         timeout_s: float = 600,
         ssh_options: tuple[str, ...] = (),
+        native_runner: str | Path | None = None,
+        cache_root: Path | None = None,
     ):
         self.user, self.host, self.port = parse_ssh_target(target)
         if not python or not isinstance(python, str):
@@ -116,6 +127,9 @@ class SshRunner(Runner):
         self.remote_dir = None if remote_dir is None else str(remote_dir)
         self.timeout_s = float(timeout_s)
         self.ssh_options = tuple(str(o) for o in ssh_options)
+        self.native_runner = None if native_runner is None else native.bundle_program(Path(native_runner))
+        self.cache_root = cache_root
+        self._facts: native.DeviceFacts | None = None
         self.board = ("" if self.user is None else f"{self.user}@") + self.host + (
             "" if self.port is None else f":{self.port}"
         )
@@ -142,12 +156,16 @@ class SshRunner(Runner):
 
         with tempfile.TemporaryDirectory(prefix="edgeprune-ssh-") as local:
             bundle = Path(local) / "bundle.tar"
-            _write_bundle(bundle, path, suffix, np.ascontiguousarray(inputs, dtype=np.float32))
             failures: list[str] = []
             lost: _ConnectionLost | None = None
+            choice: native.NativeChoice | None = None
             for attempt in range(1, ATTEMPTS + 1):
                 try:
-                    result, outputs, timings = self._measure_once(bundle, suffix, warmup, runs, threads)
+                    if attempt == 1 or self._facts is None:
+                        choice = self._native_choice(suffix)
+                        _write_bundle(bundle, path, suffix, np.ascontiguousarray(inputs, dtype=np.float32),
+                                      choice.bundle if choice else None)  # fmt: skip
+                    result, outputs, timings = self._measure_once(bundle, suffix, warmup, runs, threads, choice)
                     break
                 except _ConnectionLost as exc:
                     lost = exc
@@ -160,20 +178,39 @@ class SshRunner(Runner):
                 raise DeviceError(
                     f"{failures[-1]} (tried {ATTEMPTS} times{earlier}); check that the board is up and reachable over ssh"
                 ) from lost
-        return self._measurement(result, outputs, len(inputs), warmup, runs, threads, path, attempt, failures, timings)
+        return self._measurement(result, outputs, len(inputs), warmup, runs, threads, path, attempt, failures, timings,
+                                 choice)  # fmt: skip
+
+    def facts(self) -> native.DeviceFacts:
+        """The board's machine, native runner and emulation marker (read once)."""
+        if self._facts is None:
+            proc = self._ssh(native.PROBE_SCRIPT, "reading the board", timeout_s=min(self.timeout_s, 120.0))
+            self._facts = native.parse_probe(proc.stdout)
+        return self._facts
+
+    def _native_choice(self, suffix: str) -> native.NativeChoice | None:
+        if suffix != ".pte":
+            self.facts()
+            return None
+        facts = self.facts()
+        return native.choose_native(facts, facts.abi, self.where, explicit=self.native_runner, cache_root=self.cache_root)
 
     # ------------------------------------------------------------------ one attempt
 
     def _measure_once(
-        self, bundle: Path, suffix: str, warmup: int, runs: int, threads: int
+        self, bundle: Path, suffix: str, warmup: int, runs: int, threads: int, choice: native.NativeChoice | None
     ) -> tuple[dict, np.ndarray, dict[str, float]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         remote = self._setup(bundle)
         timings["upload_s"] = time.perf_counter() - start
         try:
+            if choice is None:
+                program = [self.python, f"{remote}/remote_measure.py"]
+            else:
+                program = [choice.device_path or f"{remote}/{native.RUNNER_NAME}"]
             argv = [
-                self.python, f"{remote}/remote_measure.py",
+                *program,
                 "--artifact", f"{remote}/model{suffix}",
                 "--inputs", f"{remote}/inputs.npy",
                 "--outputs", f"{remote}/outputs.npy",
@@ -183,7 +220,7 @@ class SshRunner(Runner):
             proc = self._ssh(_under_timeout(argv, self.timeout_s), "measuring", timeout_s=self.timeout_s + 10)
             timings["remote_run_s"] = time.perf_counter() - start
             if proc.returncode != 0:
-                raise self._remote_failure(proc, suffix)
+                raise self._remote_failure(proc, suffix, choice)
             result = _parse_result(proc.stdout, self.where)
             start = time.perf_counter()
             fetched = self._ssh(shlex.join(["cat", "--", f"{remote}/outputs.npy"]), "copying the outputs back",
@@ -276,8 +313,16 @@ class SshRunner(Runner):
             raise _ConnectionLost(f"board {self.board}: {what} while {step}: {reason}")
         return proc
 
-    def _remote_failure(self, proc: subprocess.CompletedProcess, suffix: str) -> DeviceError:
+    def _remote_failure(
+        self, proc: subprocess.CompletedProcess, suffix: str, choice: native.NativeChoice | None = None
+    ) -> DeviceError:
         stderr = proc.stderr
+        if choice is not None:
+            if proc.returncode == 124:
+                return DeviceError(f"board {self.board}: the measurement timed out after {self.timeout_s:g} s; raise the "
+                                   "timeout (timeout_s) or measure fewer runs")  # fmt: skip
+            return DeviceError(f"board {self.board}: {native.RUNNER_NAME} failed (exit {proc.returncode}): "
+                               f"{_last_line(stderr) or 'no message'}")  # fmt: skip
         missing = re.search(r"^(?:ModuleNotFoundError|ImportError): No module named '([A-Za-z0-9_.]+)'", _last_line(stderr))
         if missing:
             module = missing.group(1).split(".")[0]
@@ -294,8 +339,10 @@ class SshRunner(Runner):
             )
         if proc.returncode == 127:
             return DeviceError(
-                f"board {self.board}: python '{self.python}' not found there ({_last_line(stderr)}); install python3 on "
-                "the board or pass the path of its python"
+                f"board {self.board}: python '{self.python}' not found there ({_last_line(stderr)}); {suffix} artifacts "
+                f"are measured with remote_measure.py, which needs python3 with numpy and {_RUNTIME_PACKAGE[suffix]} "
+                "on the board: install them or pass the path of its python"
+                + ("" if suffix != ".pte" else f" (or give it {native.RUNNER_NAME}, which needs no Python)")
             )
         return DeviceError(
             f"board {self.board}: remote_measure.py failed (exit {proc.returncode}): {_last_line(stderr) or 'no message'}"
@@ -305,7 +352,7 @@ class SshRunner(Runner):
 
     def _measurement(
         self, result: dict, outputs: np.ndarray, n_inputs: int, warmup: int, runs: int, threads: int, path: Path,
-        attempts: int, failures: list[str], timings: dict[str, float],
+        attempts: int, failures: list[str], timings: dict[str, float], choice: native.NativeChoice | None = None,
     ) -> Measurement:  # fmt: skip
         if outputs.ndim < 1 or len(outputs) != n_inputs:
             raise DeviceError(
@@ -318,18 +365,25 @@ class SshRunner(Runner):
         except (KeyError, TypeError, ValueError) as exc:
             raise DeviceError(f"board {self.board}: remote_measure.py's result lacks {exc}") from exc
         growth, peak = result.get("rss_growth_mb"), result.get("peak_rss_mb")
-        if growth is not None and growth > 0:
+        emulated = self._facts.emulated if self._facts else None
+        program = "remote_measure.py" if choice is None else native.RUNNER_NAME
+        if emulated:
+            memory_mb, method = None, f"not measured: emulated device ({emulated})"
+        elif growth is not None and growth > 0:
             memory_mb = float(growth)
-            method = ("RSS growth of the measurement process on the board, from before the runtime was imported to after "
+            method = (f"RSS growth of the {program} process on the board, from before the runtime was imported to after "
                       "the timed runs (runtime library + program + arena + I/O)")  # fmt: skip
         elif peak is not None:
             memory_mb = float(peak)
-            method = "peak RSS (VmHWM) of the whole measurement process on the board (Python + numpy + runtime + model)"
+            method = f"peak RSS (VmHWM) of the whole {program} process on the board (runtime + model, and Python if used)"
         else:
             memory_mb, method = None, "not measured: the board has no /proc/self/status"
         extra = {
             "board": self.board,
-            "remote_python": self.python,
+            "measured_with": program,
+            **({"emulated": emulated} if emulated else {}),
+            **({"native_runner": {"path": choice.device_path or str(choice.bundle), "on_device": bool(choice.device_path),
+                                  "abi": choice.abi}} if choice else {"remote_python": self.python}),
             "machine": result.get("machine", {}),
             "rss_growth_mb": growth,
             "peak_rss_mb": peak,
@@ -360,12 +414,17 @@ class SshRunner(Runner):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _write_bundle(bundle: Path, artifact: Path, suffix: str, inputs: np.ndarray) -> None:
-    """A ustar archive (which GNU and busybox tar both read) of the script, the artifact and the inputs."""
+def _write_bundle(bundle: Path, artifact: Path, suffix: str, inputs: np.ndarray, runner: Path | None = None) -> None:
+    """A ustar archive (which GNU and busybox tar both read) of the script, the artifact and the inputs; with
+    `runner`, also that native runner program and its `lib/` folder."""
     buf = io.BytesIO()
     np.save(buf, inputs)
     with tarfile.open(bundle, "w", format=tarfile.USTAR_FORMAT) as tar:
         tar.add(REMOTE_SCRIPT, arcname="remote_measure.py", filter=_plain)
+        if runner is not None:
+            tar.add(runner, arcname=native.RUNNER_NAME, filter=_executable)
+            for lib in sorted((runner.parent / "lib").glob("*.so*")):
+                tar.add(lib.resolve(), arcname=f"lib/{lib.name}", filter=_plain)
         tar.add(artifact, arcname=f"model{suffix}", filter=_plain)
         info = _plain(tarfile.TarInfo("inputs.npy"))
         info.size = buf.tell()
@@ -378,6 +437,12 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.mode = 0o644
     info.mtime = int(time.time())
+    return info
+
+
+def _executable(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info = _plain(info)
+    info.mode = 0o755
     return info
 
 
