@@ -102,8 +102,10 @@ def read_plan_yaml(path: Path) -> Recipe:
         channels = {str(k): (int(v[0]), int(v[1])) for k, v in (data.get("channels") or {}).items()}
         recovery = data.get("recovery") or {}
         epochs = int((recovery.get("config") or {}).get("epochs", 0)) if recovery else 0
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ConfigError(f"plan '{path}': malformed plan section ({type(exc).__name__}: {exc})") from None
+    if plan.threads < 1 or plan.round_to < 1 or any(a < 1 or b < 1 for a, b in channels.values()):
+        raise ConfigError(f"plan '{path}': threads, round_to and channel counts must be >= 1")
     if plan.target not in TARGETS or plan.scheme not in SCHEMES:
         raise ConfigError(f"plan '{path}': target '{plan.target}' / scheme '{plan.scheme}' unknown")
     bad = [k for k, v in ratios.items() if not 0.0 < v <= 1.0]
