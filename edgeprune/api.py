@@ -102,11 +102,15 @@ def _call_text(verb: str, model: ModelArg, devices: Sequence[str]) -> tuple[str,
 
 
 def _run(request: BuildRequest, progress: bool, verbose: bool) -> BuildResult:
+    log_folder: Path | None = request.out
     with run_log(verbose) as term:
         try:
             return _run_build(request, Steps(enabled=progress, file=term.err))
+        except ConfigError:
+            log_folder = None  # bad input: nothing is written, not even the log
+            raise
         finally:
-            keep_log(term, request.out)
+            keep_log(term, log_folder)
 
 
 def build(
@@ -233,9 +237,10 @@ def validate(path: str | Path, *, measure: Measure = Measure(), threads: int | N
     """Measure the built artifacts under `path` (a dist/ folder or one device's folder) where `measure.on` says,
     judge them against their device's budgets, and append each result to its manifest."""
     from edgeprune.runners import get_runner
-    from edgeprune.validate import validate as _validate, validate_on_attached
+    from edgeprune.validation import validate as _validate, validate_on_attached
 
     path = Path(path)
+    log_folder: Path | None = path if path.is_dir() else None
     with run_log(verbose) as term:
         try:
             if measure.on == "adb:all":
@@ -248,8 +253,11 @@ def validate(path: str | Path, *, measure: Measure = Measure(), threads: int | N
             records = _validate(path, runner, runs=measure.runs, warmup=measure.warmup, threads=threads,
                                 blocks=measure.blocks)
             return ValidationReport(tuple(records), (), runner.where)
+        except ConfigError:
+            log_folder = None
+            raise
         finally:
-            keep_log(term, path if path.is_dir() else None)
+            keep_log(term, log_folder)
 
 
 __all__ = ["FixedPlan", "Measure", "PlanSettings", "ValidationReport", "build", "plan", "apply", "validate",

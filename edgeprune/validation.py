@@ -31,6 +31,7 @@ from edgeprune._io import atomic_write_bytes, atomic_write_json, sha256_file
 from edgeprune.data import load_data
 from edgeprune.errors import ConfigError
 from edgeprune.judge import judge, top1
+from edgeprune.manifest_schema import check_manifest
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
 from edgeprune.runners.base import Runner, measure_in_blocks
 from edgeprune.types import Artifact, BudgetCheck, Dataset, Measurement, Plan, Quality, TensorSpec, Verdict
@@ -70,14 +71,20 @@ def find_builds(path: Path) -> list[DeviceBuild]:
             manifest = json.loads((folder / "manifest.json").read_text())
         except json.JSONDecodeError as exc:
             raise ConfigError(f"'{folder / 'manifest.json'}' is not valid JSON (line {exc.lineno}); rebuild it") from None
-        if manifest.get("schema_version") != 1:
-            raise ConfigError(f"'{folder / 'manifest.json'}' has schema_version {manifest.get('schema_version')!r}; this edgeprune reads 1")
+        if not isinstance(manifest, dict) or manifest.get("schema_version") != 1:
+            version = manifest.get("schema_version") if isinstance(manifest, dict) else None
+            raise ConfigError(f"'{folder / 'manifest.json'}' has schema_version {version!r}; this edgeprune reads 1")
+        check_manifest(manifest, str(folder / "manifest.json"))
         builds.append(DeviceBuild(folder, manifest))
     return builds
 
 
 def _artifact(folder: Path, entry: dict[str, Any]) -> Artifact:
-    path = folder / entry["path"]
+    name = Path(entry["path"])
+    if name.is_absolute() or ".." in name.parts or (folder / name).resolve().parent != folder.resolve():
+        raise ConfigError(f"manifest in '{folder}' names artifact '{entry['path']}' outside its folder; refused "
+                          "(an artifact path is a file name inside the device folder)")
+    path = folder / name
     if not path.is_file():
         raise ConfigError(f"artifact '{path}' named in the manifest is missing; rebuild it")
     digest = sha256_file(path)
