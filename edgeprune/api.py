@@ -23,6 +23,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.pipeline import BuildRequest, BuildResult, build as _run_build
 from edgeprune.planner.recipe import read_plan_yaml
 from edgeprune.profiles import DeviceProfile, load_profile
+from edgeprune.report import write_report
 from edgeprune.autoplan import PlanSettings
 
 ModelArg = Union[str, torch.nn.Module]
@@ -105,7 +106,10 @@ def _run(request: BuildRequest, progress: bool, verbose: bool) -> BuildResult:
     log_folder: Path | None = request.out
     with run_log(verbose) as term:
         try:
-            return _run_build(request, Steps(enabled=progress, file=term.err))
+            result = _run_build(request, Steps(enabled=progress, file=term.err))
+            if not request.plan_only:
+                write_report(request.out)
+            return result
         except ConfigError:
             log_folder = None  # bad input: nothing is written, not even the log
             raise

@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     add = runners_sub.add_parser("add", help="add a benchmark_model / executor_runner / onnxruntime_perf_test binary")
     add.add_argument("path", help="the binary, built for the device's ABI")
     runners_sub.add_parser("list", help="list cached benchmark programs")
+    from edgeprune import cli_emulator
+
+    cli_emulator.add_runners_build(runners_sub, _Parser).set_defaults(module_run=cli_emulator.run_runners_build)
 
     build = sub.add_parser("build", help="plan for the budgets (or apply --prune/--quant), export and measure")
     build.add_argument("--config", type=Path,
@@ -183,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_MODULES = ("edgeprune.cli_integrate",)
+COMMAND_MODULES = ("edgeprune.cli_integrate", "edgeprune.cli_report", "edgeprune.cli_emulator")
 """Modules that add a command each (integrate, report, emulator); they import no heavy library at import time."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 
-def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the `report` command to the CLI's subcommands. `sub` already makes `parser_class` parsers (one-line
     errors, exit 2); the argument keeps every command module's hook the same."""
     report = sub.add_parser("report", help="rewrite DIST/report.html (charts of budgets, Pareto front, keep ratios, "

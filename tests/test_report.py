@@ -387,7 +387,7 @@ def test_report_command_rewrites_the_page(dists, tmp_path):
     from edgeprune import cli_report
 
     parser = argparse.ArgumentParser()
-    cli_report.add_parser(parser.add_subparsers(dest="command"), argparse.ArgumentParser)
+    cli_report.add_parsers(parser.add_subparsers(dest="command"), argparse.ArgumentParser)
     dist = tmp_path / "dist"
     shutil.copytree(dists["planned"], dist)
     out = io.StringIO()
