@@ -11,7 +11,6 @@ import datetime as _dt
 import os
 import platform
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ from edgeprune._io import atomic_write_json
 from edgeprune._progress import Steps
 from edgeprune._torch import torch_threads
 from edgeprune.cost import predict
-from edgeprune.data import check_inputs, load_data
+from edgeprune.data import check_inputs, dataset_from_arrays, load_data
 from edgeprune.errors import ConfigError, ParityError
 from edgeprune.export import ExportResult, get_exporter, missing_toolchain
 from edgeprune.judge import assess_quality, judge
-from edgeprune.modelspec import resolve_model
+from edgeprune.modelspec import resolve_model, spec_from_module
 from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.autoplan import Planner, PlanSettings
 from edgeprune.planner.recipe import make_recipe, write_plan_yaml
@@ -38,6 +37,7 @@ from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
+from edgeprune.target_specs import recorded_distributions
 from edgeprune.types import ARTIFACT_SUFFIX, SCHEMES, TARGETS, Dataset, Measurement, ModelSpec, Plan, PruneSummary, Quality, Verdict
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -48,7 +48,8 @@ BUILD_SCHEMA_VERSION = 1
 class BuildRequest:
     """Everything `edgeprune build` was asked to do."""
 
-    model: str
+    model: str | torch.nn.Module
+    """A model spec string, or a module in memory (the Python API; its input shape from `input_shape`)."""
     out: Path
     devices: tuple[str, ...] = ("host",)
     targets: tuple[str, ...] = ()
@@ -58,7 +59,8 @@ class BuildRequest:
     quant: str = "fp32"
     weights: str | None = None
     input_shape: tuple[int, ...] | None = None
-    data: str | None = None
+    data: str | tuple[np.ndarray, np.ndarray | None] | None = None
+    """A data spec string, or arrays in memory: (x, y), y None for unlabelled data."""
     budget_overrides: dict[str, float | None] = field(default_factory=dict)
     round_to: int = 8
     importance: str = "l2"
@@ -85,6 +87,8 @@ class BuildRequest:
     """A replayed plan's recorded channel counts: the pruned model must have exactly these."""
     plan_only: bool = False
     """`edgeprune plan`: search and write plan.yaml per device and plan.json, no artifacts."""
+    command: tuple[str, ...] = ()
+    """What was run, as build.json records it (the CLI's arguments without secrets' paths, or the API call)."""
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,33 @@ class ArtifactReport:
 
 
 @dataclass(frozen=True)
+class DeviceResult:
+    """One device's outcome: its plan and, unless only planned, its artifacts with their measurements and verdicts."""
+
+    device: str
+    folder: Path
+    plan: Plan
+    artifacts: tuple[ArtifactReport, ...]
+    passed: bool
+    planning: dict[str, Any] | None = None
+
+    def artifact(self, target: str) -> ArtifactReport:
+        """The artifact built for `target` (ConfigError naming the targets built when there is none)."""
+        for rep in self.artifacts:
+            if rep.target == target:
+                return rep
+        raise ConfigError(f"device '{self.device}' has no '{target}' artifact; built: "
+                          f"{', '.join(r.target for r in self.artifacts) or 'none (plan only)'}")
+
+
+@dataclass(frozen=True)
 class BuildResult:
+    """What `build` returns: build.json's summary, the verdict, and the per-device results."""
+
     summary: dict[str, Any]
     passed: bool
+    devices: dict[str, DeviceResult] = field(default_factory=dict)
+    out: Path | None = None
 
 
 def _check_out_dir(out: Path) -> None:
@@ -309,6 +337,26 @@ def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: St
     return out
 
 
+def _model_spec(request: BuildRequest, steps: Steps) -> ModelSpec:
+    if isinstance(request.model, str):
+        with steps.step(f"Loading model {request.model}") as update:
+            return resolve_model(request.model, weights=request.weights, input_shape=request.input_shape,
+                                 progress=update)
+    if request.weights is not None:
+        raise ConfigError("weights are given with an in-memory model; load them into the module yourself "
+                          "(module.load_state_dict(torch.load(path, weights_only=True)))")
+    return spec_from_module(request.model, input_shape=request.input_shape)
+
+
+def _dataset(request: BuildRequest, spec: ModelSpec) -> Dataset:
+    if isinstance(request.data, tuple):
+        if len(request.data) != 2:
+            raise ConfigError(f"data is a tuple of {len(request.data)}; give (x, y) arrays, y None for unlabelled data")
+        x, y = request.data
+        return dataset_from_arrays(x, y, spec.input_shape, seed=request.seed)
+    return load_data(request.data or spec.default_data, spec.input_shape, seed=request.seed)
+
+
 def _build(
     request: BuildRequest,
     steps: Steps,
@@ -317,9 +365,8 @@ def _build(
     skipped: dict[str, str],
 ) -> BuildResult:
     targets = tuple(t for t in TARGETS if any(t in chosen for chosen in targets_by_device.values()))
-    with steps.step(f"Loading model {request.model}") as update:
-        spec = resolve_model(request.model, weights=request.weights, input_shape=request.input_shape, progress=update)
-    dataset = load_data(request.data or spec.default_data, spec.input_shape, seed=request.seed)
+    spec = _model_spec(request, steps)
+    dataset = _dataset(request, spec)
     check_inputs(dataset.calib_x, spec.input_shape, "calibration data")
     check_inputs(dataset.eval_x, spec.input_shape, "eval data")
     if request.budget_overrides.get("max_accuracy_drop_pct") is not None and not dataset.labelled:
@@ -397,7 +444,7 @@ def _build(
 
     passed = all(d["passed"] for d in device_summaries)
     first = assignments[profiles[0].name]
-    summary = _run_header(spec, dataset) | {
+    summary = _run_header(spec, dataset, request.command) | {
         "mode": "fixed plan" if request.plan_settings is None else "planned for the budgets",
         "plan": first.plan.to_dict() | {"targets": list(targets)},
         "skipped_targets": skipped,
@@ -409,7 +456,12 @@ def _build(
         "passed": passed,
     }
     atomic_write_json(request.out / "build.json", summary)
-    return BuildResult(summary=summary, passed=passed)
+    results = {
+        d["device"]: DeviceResult(d["device"], request.out / d["dir"], assignments[d["device"]].plan,
+                                  tuple(device_reports[d["device"]]), d["passed"], d["planning"])
+        for d in device_summaries
+    }
+    return BuildResult(summary=summary, passed=passed, devices=results, out=request.out)
 
 
 def _recipe(spec: ModelSpec, prof: DeviceProfile, job: _Assignment, measured: Measurement | None) -> dict[str, Any]:
@@ -437,23 +489,25 @@ def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
         final = request.out / prof.name
         final.mkdir(exist_ok=True)
         os.replace(device_dir / "plan.yaml", final / "plan.yaml")
-    summary = _run_header(spec, dataset) | {
+    summary = _run_header(spec, dataset, request.command) | {
         "skipped_targets": skipped,
         "versions": _versions(),
         "devices": devices,
         "passed": True,
     }
     atomic_write_json(request.out / "plan.json", summary)
-    return BuildResult(summary=summary, passed=True)
+    results = {p.name: DeviceResult(p.name, request.out / p.name, assignments[p.name].plan, (), True,
+                                    assignments[p.name].planning) for p in profiles}
+    return BuildResult(summary=summary, passed=True, devices=results, out=request.out)
 
 
-def _run_header(spec: ModelSpec, dataset: Dataset) -> dict[str, Any]:
+def _run_header(spec: ModelSpec, dataset: Dataset, command: tuple[str, ...]) -> dict[str, Any]:
     """The first keys of build.json and plan.json: what ran, on which model and data."""
     return {
         "schema_version": BUILD_SCHEMA_VERSION,
         "edgeprune_version": edgeprune.__version__,
         "created_utc": _now(),
-        "command": sys.argv,
+        "command": list(command),
         "model": _model_block(spec),
         "data": dataset.summary(),
     }
@@ -464,7 +518,7 @@ def _now() -> str:
 
 
 def _versions() -> dict[str, str | None]:
-    dists = ("torch", "executorch", "torchao", "torch-pruning", "litert-torch", "ai-edge-litert", "onnxruntime", "onnx")
+    dists = ("torch", "torchao", "torch-pruning", *recorded_distributions())
     return {"edgeprune": edgeprune.__version__, "python": platform.python_version()} | {d: package_version(d) for d in dists}
 
 
@@ -538,6 +592,7 @@ def _manifest(
         "device": {
             "name": profile.name,
             "display_name": profile.display_name,
+            "ram_gb": profile.ram_gb,
             "platform": profile.platform,
             "soc": profile.soc,
             "abi": profile.abi,

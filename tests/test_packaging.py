@@ -32,6 +32,10 @@ def test_wheel_holds_the_data_folders_and_the_console_script(wheel):
         assert any(n.startswith(f"edgeprune/_data/{folder}/") for n in names), folder
     profiles = {n.rsplit("/", 1)[1] for n in names if n.startswith("edgeprune/_data/device_profiles/")}
     assert {"pixel-8.yaml", "raspberry-pi-5.yaml"} <= profiles
+    for shipped in ("edgeprune/schemas/manifest.schema.json", "edgeprune/_data/targets/android/EdgepruneModel.kt",
+                    "edgeprune/_data/targets/ios/EdgepruneModel.swift",
+                    "edgeprune/_data/targets/executorch_runner/edgeprune_executorch_runner.cpp"):
+        assert shipped in names, shipped
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "edgeprune = edgeprune.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

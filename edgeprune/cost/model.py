@@ -218,7 +218,7 @@ class Prediction:
 def _installed_versions() -> dict[str, str | None]:
     from edgeprune._deps import package_version
 
-    return {d: package_version(d) for d in ("executorch", "ai-edge-litert", "litert-torch", "onnxruntime", "torch")}
+    return {d: package_version(d) for d in ("torch", *(d for s in TARGET_SPECS.values() for d in s.runtime_distributions))}
 
 
 _RUNTIME_OF = {name: spec.runtime_distributions for name, spec in TARGET_SPECS.items()}
