@@ -540,24 +540,25 @@ def ops_chart(ops: Sequence[tuple[str, float]], total_ms: float | None) -> str:
     if total_ms is not None:
         overhead = total_ms - sum(v for _, v in ops)
         if overhead > 0:
-            rows.append(("outside any operator (runtime, delegate calls)", overhead))
+            rows.append(("outside operators (runtime, delegate)", overhead))
     if not rows:
         return '<p class="none">The ETDump holds no timed operator.</p>'
     total = total_ms if total_ms else sum(v for _, v in rows)
-    plot_l, plot_r, row_h, top = 330, 800, 20, 12
+    plot_l, plot_r, row_h, top = 262, 440, 20, 12
     hi = _nice_range(0.0, max(v for _, v in rows) * 1000, pad=0.02)[1]
     svg, x, bottom = _bar_canvas("ops", "time per inference by operator type", len(rows), top, row_h, plot_l, plot_r,
-                                 width=1000, hi=hi)
+                                 hi=hi)
     _x_axis(svg, x, x.ticks(5), top, bottom, "time per inference (µs, median of the profiled runs)")
     for i, (name, ms) in enumerate(rows):
         y = top + i * row_h
         share = ms / total if total else None
         tip = f"{name}: {_g(ms * 1000)} µs ({_pct(share)} of the inference)"
-        short = name if len(name) <= 48 else name[:47] + "…"
-        svg.text(plot_l - 8, y + 14, short, anchor="end", title=tip)
+        short = name if len(name) <= 40 else name[:39] + "…"
+        svg.text(plot_l - 8, y + 14, short, anchor="end", cls="small", title=tip)
         svg.add("rect", {"x": plot_l, "y": y + 3, "width": max(x(ms * 1000) - plot_l, 1.0), "height": row_h - 6,
                          "class": "opbar bar"}, title=tip)
-        svg.text(plot_r + 8, y + 14, f"{_g(ms * 1000, 3)} µs ({_pct(share)})", title=tip)
+        micros = f"{_g(ms * 1000, 3)} µs" if ms * 1000 >= 0.5 else "< 1 µs"
+        svg.text(plot_r + 8, y + 14, f"{micros} ({_pct(share)})", title=tip)
     return svg.render()
 
 
@@ -780,12 +781,8 @@ def _device_section(index: int, dist: Path, build: dict[str, Any], dev: _Device)
     planning = _d(dev.summary.get("planning"))
     pareto = f'<div class="panel"><h3>Pareto front: accuracy against latency</h3>{_pareto_panel(planning, manifest, build)}</div>'
     keep = f'<div class="panel"><h3>Keep ratios</h3>{_keep_panel(planning, manifest, dev)}</div>'
-    ops_html = _ops_panel(dist, dev)
-    ops = f'<div class="panel"><h3>Per-operator latency</h3>{ops_html}</div>'
-    if "<svg" in ops_html:  # a chart: full width below the two columns
-        parts.append(f'<div class="cols"><div class="col">{pareto}</div><div class="col">{keep}</div></div>{ops}')
-    else:  # a line: under the Pareto panel, beside the (taller) keep-ratio chart
-        parts.append(f'<div class="cols"><div class="col">{pareto}{ops}</div><div class="col">{keep}</div></div>')
+    ops = f'<div class="panel"><h3>Per-operator latency</h3>{_ops_panel(dist, dev)}</div>'
+    parts.append(f'<div class="cols"><div class="col">{pareto}{ops}</div><div class="col">{keep}</div></div>')
     parts.append(f'<div class="panel"><h3>Artifacts</h3>{artifacts_table(manifest)}</div>')
     parts.append(f'<div class="panel"><h3>Verdicts</h3>{verdicts_table(manifest)}</div>')
     parts.append("</section>")

@@ -242,6 +242,8 @@ def test_apply_replays_the_plan_to_the_same_architecture(planned, tmp_path, caps
     assert replayed["pruning"]["params_after"] == original["pruning"]["params_after"]
     # same seed, data and settings: the same fine-tuned weights, so the same eval accuracy through the runtime
     assert replayed["artifacts"][0]["quality"]["artifact_accuracy"] == original["artifacts"][0]["quality"]["artifact_accuracy"]
+    # one owner of prune + recovery: the replayed weights are the planner's, so the exported program is byte-identical
+    assert replayed["artifacts"][0]["sha256"] == original["artifacts"][0]["sha256"]
 
 
 def test_apply_refuses_a_plan_for_another_model(planned, tmp_path, capsys, user_models):
