@@ -189,6 +189,6 @@ def timing_summary(blocks: Sequence[Sequence[float]] | None, block_p50_ms: Seque
         "p90_ci95_ms": [round(v, 6) for v in bootstrap_block_percentile(p90_blocks, 90, seed=seed)],
         "multimodal": len(modes) > 1,
         "modes": modes,
-        "method": "two-stage bootstrap (blocks, then runs within blocks), 2000 resamples; modes: kernel density of "
-                  "log latency, Silverman bandwidth",
+        "method": ("two-stage bootstrap (blocks, then runs within blocks)" if per_run else "bootstrap of the blocks")
+                  + f", {BOOTSTRAP_RESAMPLES} resamples; modes: kernel density of log latency, Silverman bandwidth",
     }
