@@ -35,6 +35,10 @@ class BudgetInfeasibleError(EdgepruneError):
     """No plan meets the budget (the report still says which budget binds)."""
 
     exit_code = 3
+    rounds: list = []
+    """The planner's rounds behind the verdict (dicts), set by the planner."""
+    proven: bool = False
+    """True when measurements beyond noise back the verdict; False when it rests on predictions."""
 
 
 class MissingDependencyError(EdgepruneError):

@@ -34,7 +34,7 @@ from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.autoplan import Planner, PlanSettings
 from edgeprune.planner.recipe import make_recipe, write_plan_yaml
 from edgeprune.prune import as_tensor, prune
-from edgeprune.recover import RecoveryConfig, RecoverySummary, distill
+from edgeprune.recover import RecoverySummary
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
 from edgeprune.target_specs import recorded_distributions

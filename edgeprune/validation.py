@@ -34,6 +34,7 @@ from edgeprune.judge import judge, top1
 from edgeprune.manifest_schema import check_manifest
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
 from edgeprune.runners.base import Runner, measure_in_blocks
+from edgeprune.stats import wilson_interval
 from edgeprune.types import Artifact, BudgetCheck, Dataset, Measurement, Plan, Quality, TensorSpec, Verdict
 
 DEVICE_PARITY = {"fp32": (1e-3, 0.99), "fp16": (2e-2, 0.98), "int8": (0.10, 0.98), "int8-dynamic": (0.10, 0.98)}
@@ -126,13 +127,19 @@ def _quality(entry: dict[str, Any], outputs: np.ndarray, labels: np.ndarray | No
         parity_value=built["parity_value"],
         parity_limit=built["parity_limit"],
         parity_passed=built["parity_passed"],
+        split=built.get("split", "test"),
+        reference_accuracy_ci95=(tuple(built["reference_accuracy_ci95"])
+                                 if measured and built.get("reference_accuracy_ci95") else None),
+        artifact_accuracy_ci95=(wilson_interval(int((top1(outputs) == labels).sum()), len(outputs))
+                                if measured else None),
     )
 
 
 def _eval_data(manifest: dict[str, Any]) -> Dataset:
     """The eval split the build used, regenerated from the manifest's data source."""
     source = manifest["data"]["source"]
-    return load_data(None if source == "generated" else source, tuple(manifest["model"]["input_shape"]))
+    return load_data(None if source == "generated" else source, tuple(manifest["model"]["input_shape"]),
+                     seed=manifest["data"].get("split_seed") or 0)
 
 
 def _inputs_sha256(inputs: np.ndarray) -> str:

@@ -42,6 +42,7 @@ class HostRunner(Runner):
                 latency_p50_ms=p50,
                 latency_p90_ms=p90,
                 latency_mean_ms=mean,
+                samples_ms=tuple(samples_ms),
                 runs=runs,
                 warmup_runs=warmup,
                 threads=threads,
