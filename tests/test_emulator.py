@@ -110,16 +110,23 @@ def _validate(capsys, folder: Path, arguments: list[str]) -> tuple[int, list[dic
     return code, json.loads(out)
 
 
-def _check_emulated(results: list[dict], where: str) -> None:
+def _check_emulated(results: list[dict], where: str, code: int, scheme: str) -> None:
     assert sorted(r["artifact"] for r in results) == ["model.onnx", "model.pte", "model.tflite"]
     for r in results:
         assert r["measured"]["where"] == where and r["emulated"] == "qemu cortex-a76"
         assert r["measured"]["extra"]["emulated"] == "qemu cortex-a76"
         parity = r["device_parity"]
-        assert parity["passed"] is True and parity["samples"] > 100, (r["artifact"], parity)
-        assert parity["max_abs_diff"] <= parity["max_abs_diff_limit"] and parity["top1_agreement"] >= 0.98
         checks = {c["name"]: c for c in r["verdict"]["checks"]}
-        assert checks["output_parity"]["status"] == "pass"
+        within = parity["max_abs_diff"] <= parity["max_abs_diff_limit"] and parity["top1_agreement"] >= 0.98
+        assert parity["samples"] > 100 and parity["passed"] is within
+        assert checks["output_parity"]["status"] == ("pass" if within else "fail")
+        assert f"max abs diff {parity['max_abs_diff']:.3g}" in checks["output_parity"]["note"]
+        if not within:
+            assert code == 3 and r["verdict"]["passed"] is False
+        # ExecuTorch and LiteRT (XNNPACK), and every fp32 artifact, match the host on ARM. ONNX Runtime's int8 kernels
+        # on an x86 AVX2 host (U8S8 through VPMADDUBSW, which can saturate) may not: the verdict then fails (above).
+        if scheme == "fp32" or r["artifact"] != "model.onnx":
+            assert within, (r["artifact"], parity)
         for name in ("latency", "peak_memory", "energy"):
             assert checks[name]["status"] == "unverified" and checks[name]["value"] is None
             assert checks[name]["note"] == "not measured: emulated device (qemu cortex-a76)"
@@ -133,8 +140,8 @@ def _check_emulated(results: list[dict], where: str) -> None:
 @pytest.mark.parametrize("scheme", ["fp32", "int8"])
 def test_validate_on_the_emulated_board_over_ssh(served, dists, capsys, scheme):
     code, results = _validate(capsys, dists[scheme], served["ssh_arguments"])
-    assert code in (0, 3)  # 3 only for a budget the device judges (the accuracy drop), never an emulated time
-    _check_emulated(results, f"ssh:root@127.0.0.1:{served['ssh_port']}")
+    assert code in (0, 3)  # 3: a budget the device judges (accuracy drop, output parity), never an emulated time
+    _check_emulated(results, f"ssh:root@127.0.0.1:{served['ssh_port']}", code, scheme)
     for r in results:
         assert r["measured"]["extra"]["machine"]["machine"] == "aarch64"
     manifest = json.loads((dists[scheme] / "manifest.json").read_text())
@@ -148,7 +155,7 @@ def test_validate_on_the_emulated_board_over_ssh(served, dists, capsys, scheme):
 def test_validate_on_the_emulated_phone_over_adb(served, dists, capsys, scheme):
     code, results = _validate(capsys, dists[scheme], served["adb_arguments"])
     assert code in (0, 3)
-    _check_emulated(results, f"adb:127.0.0.1:{served['adb_port']}")
+    _check_emulated(results, f"adb:127.0.0.1:{served['adb_port']}", code, scheme)
     for r in results:
         assert r["measured"]["extra"]["device"]["abi"] == "arm64-v8a"
 
