@@ -121,6 +121,10 @@ def measured_on_device(profile: DeviceProfile, where: str) -> bool:
     return where == "host" if profile.is_host else where != "host"
 
 
+EMULATED_CHECKS = ("latency", "peak_memory", "energy")
+"""Checks an emulated device's measurement cannot judge (`Measurement.extra['emulated']` names the emulator)."""
+
+
 def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) -> Verdict:
     """One check per budget the profile sets. Only figures measured on `profile`'s own device can pass or fail."""
     budget = profile.budget
@@ -168,4 +172,8 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
                 noise = noise_note(interval, budget.max_accuracy_drop_pct, "points")
                 note = f"{noise}; {note}" if noise else note
             checks.append(_limit_check("accuracy_drop", "points", drop, budget.max_accuracy_drop_pct, True, note))
+    emulated = measurement.extra.get("emulated")
+    if emulated:  # emulated time and memory are no device's: never passed or failed on them
+        checks = [BudgetCheck(c.name, c.unit, None, c.limit, "unverified", f"not measured: emulated device ({emulated})")
+                  if c.name in EMULATED_CHECKS else c for c in checks]
     return Verdict(device=profile.name, checks=tuple(checks))

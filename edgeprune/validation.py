@@ -44,7 +44,6 @@ digits model and mobilenet_v2); XNNPACK's int8 (ExecuTorch, LiteRT) matched exac
 CPU model gave (-0.087 against -1.389, 16% of the range) fail. So can onnxruntime's int8 on an x86 AVX2 host: its
 U8S8 kernels (VPMADDUBSW, which can saturate) put digits builds 5% to 22% of the range from its ARM kernels."""
 REFERENCE_DIR = "host_reference"
-EMULATED_CHECKS = ("latency", "peak_memory", "energy")
 
 
 @dataclass(frozen=True)
@@ -220,15 +219,6 @@ def _parity_check(parity: dict[str, Any], where: str) -> BudgetCheck:
                        "pass" if parity["passed"] else "fail", note)  # fmt: skip
 
 
-def _on_emulator(checks: list[BudgetCheck], emulated: str) -> list[BudgetCheck]:
-    """Latency, memory and energy measured on an emulated device: unverified, never passed or failed."""
-    return [
-        BudgetCheck(c.name, c.unit, None, c.limit, "unverified", f"not measured: emulated device ({emulated})")
-        if c.name in EMULATED_CHECKS else c
-        for c in checks
-    ]
-
-
 def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None,
             reference: tuple[np.ndarray, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Judge one measurement against the build's device budget and its outputs against the host reference, and
@@ -236,9 +226,6 @@ def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement,
     quality = _quality(entry, measurement.outputs, labels)
     verdict = judge(_profile(build.manifest), measurement, quality)
     checks = list(verdict.checks)
-    emulated = measurement.extra.get("emulated")
-    if emulated:
-        checks = _on_emulator(checks, emulated)
     parity = None
     if reference is not None:
         parity = device_parity(entry["scheme"], measurement.outputs, reference[0])
@@ -252,7 +239,7 @@ def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement,
         "validated_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "measured": measurement.to_dict(),
         "accuracy": quality.artifact_accuracy,
-        **({"emulated": emulated} if emulated else {}),
+        **({"emulated": measurement.extra["emulated"]} if measurement.extra.get("emulated") else {}),
         **({"device_parity": parity} if parity is not None else {}),
         "verdict": verdict.to_dict(),
     }
