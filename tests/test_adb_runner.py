@@ -9,9 +9,7 @@ log format) for the native-binary path, since no Android build of the real tool 
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -43,17 +41,11 @@ from edgeprune.runners.host import HostRunner
 from edgeprune.types import Plan
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adb_loopback import PIXEL8_PROPS, LoopbackAdbDevice, device_files  # noqa: E402
+from adb_loopback import PIXEL8_PROPS, LoopbackAdbDevice, device_files, private_adb_server  # noqa: E402
 
 ADB = shutil.which("adb")
 DEVICE_DIR = "/data/local/tmp/edgeprune"
 INPUT_SHAPE = (1, 3, 16, 16)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -80,32 +72,8 @@ class AdbServer:
 
 @pytest.fixture(scope="module")
 def adb_server(tmp_path_factory):
-    assert ADB, "the adb client (Debian package 'adb') must be installed"
-    home = tmp_path_factory.mktemp("adb-home")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("ANDROID_SERIAL", "ADB_SERVER_SOCKET", "ANDROID_ADB_SERVER_PORT")}
-    env["HOME"] = str(home)  # the server's adbkey goes here, not into the user's ~/.android
-    log = open(home / "adb-server.log", "w")
-    proc = subprocess.Popen([ADB, "-P", str(port), "nodaemon", "server"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"adb server did not start: {(home / 'adb-server.log').read_text()}") from None
-                time.sleep(0.1)
+    with private_adb_server(tmp_path_factory.mktemp("adb-home")) as (port, env):
         yield AdbServer(port, env)
-    finally:
-        subprocess.run([ADB, "-P", str(port), "kill-server"], env=env, capture_output=True, timeout=15)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -147,7 +147,7 @@ def _manifest(entry_changes: dict | None = None, raw: str | None = None) -> Call
 B = ["build", "--out", "{tmp}/dist", "--quiet", "--runs", "2", "--warmup", "0", "--blocks", "1"]
 DIGITS = [*B, "--model", "examples:digits"]
 FIXED = [*DIGITS, "--prune", "0", "--quant", "fp32", "--target", "onnx"]
-TINYB = [*B, "--model", "user_models:tiny", "--prune", "0", "--quant", "fp32", "--target", "onnx"]
+TINYB = [*B, "--model", "matrix_models:tiny", "--prune", "0", "--quant", "fp32", "--target", "onnx"]
 V = ["validate", "{tmp}/built", "--runs", "2", "--warmup", "0", "--blocks", "1"]
 
 CASES = [
@@ -174,9 +174,9 @@ CASES = [
                                              "fp32"], 2, "unknown architecture"),
     ("model-module-does-not-import", _nothing, [*B, "--model", "nosuchpkg.models:f", "--prune", "0", "--quant",
                                                 "fp32"], 2, "does not import"),
-    ("model-factory-not-a-module", _nothing, [*B, "--model", "user_models:not_a_module", "--prune", "0", "--quant",
+    ("model-factory-not-a-module", _nothing, [*B, "--model", "matrix_models:not_a_module", "--prune", "0", "--quant",
                                               "fp32"], 2, "not a torch.nn.Module"),
-    ("model-factory-missing", _nothing, [*B, "--model", "user_models:nothing_here", "--prune", "0", "--quant",
+    ("model-factory-missing", _nothing, [*B, "--model", "matrix_models:nothing_here", "--prune", "0", "--quant",
                                          "fp32"], 2, "no callable"),
     ("model-shape-mismatch", _nothing, [*TINYB, "--input-shape", "1,3,8,8"], 2, "fails on an input of shape"),
     ("model-input-shape-batch-2", _nothing, [*TINYB, "--input-shape", "2,1,8,8"], 2, "batch"),
@@ -198,7 +198,7 @@ CASES = [
     ("budget-latency-not-a-number", _nothing, [*FIXED, "--latency-ms", "fast"], 2, "'fast' is not a number"),
     ("budget-zero-size", _nothing, [*FIXED, "--size-mb", "0"], 2, "must be > 0"),
     ("budget-negative-accuracy-drop", _nothing, [*FIXED, "--max-accuracy-drop", "-1"], 2, "must be >= 0"),
-    ("budget-accuracy-without-labels", _nothing, [*B, "--model", "user_models:tiny", "--prune", "0", "--quant",
+    ("budget-accuracy-without-labels", _nothing, [*B, "--model", "matrix_models:tiny", "--prune", "0", "--quant",
                                                   "fp32", "--max-accuracy-drop", "1"], 2, "labelled"),
     # plans (apply)
     ("plan-missing", _nothing, ["apply", "{tmp}/plan.yaml", "--model", "examples:digits", "--out", "{tmp}/dist"], 2,
@@ -255,7 +255,7 @@ def real_build(tmp_path_factory, digits_model):
 def models_on_path(tmp_path, monkeypatch):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
-    (pkg / "user_models.py").write_text(TINY)
+    (pkg / "matrix_models.py").write_text(TINY)
     monkeypatch.syspath_prepend(str(pkg))
     return pkg
 

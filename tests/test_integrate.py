@@ -342,9 +342,14 @@ def test_android_overlapping_groups_warn_naming_both(dist, tmp_path):
         "matches both; Play serves it group 'pixel_8' (first in edgeprune_device_targeting.xml); give the "
         "profiles distinct RAM or SoCs"
     ]
+    # the manifest records the profile's RAM and SoC, so the profile YAML is not needed to group the device
+    again = integrate_android(fleet, make_gradle_app(tmp_path / "app2"))
+    assert [w for w in again.warnings if "overlap" in w] == overlaps
+    # a manifest without them (an older build) needs the profile
+    edit_manifest(fleet / "pixel-8-pro", lambda m: m["device"].pop("ram_gb"))
     with pytest.raises(ConfigError, match="device 'pixel-8-pro' .* is not a built-in profile and its manifest "
                                           "records no ram_gb; pass its profile YAML with --profile PATH"):
-        integrate_android(fleet, make_gradle_app(tmp_path / "app2"))
+        integrate_android(fleet, make_gradle_app(tmp_path / "app3"))
 
 
 def test_device_groups_split_ram_classes_and_use_soc_where_ram_is_shared():
