@@ -41,8 +41,9 @@ DEVICE_PARITY = {"fp32": (1e-3, 0.99), "fp16": (2e-2, 0.98), "int8": (0.10, 0.98
 """Scheme -> (max abs diff from the host reference, as a fraction of the reference outputs' range (at least 1), and
 the least top-1 agreement with it). fp32 differs between x86 and ARM kernels by rounding only (about 1e-6 on the
 digits model and mobilenet_v2); XNNPACK's int8 (ExecuTorch, LiteRT) matched exactly. The wrong answers qemu's default
-CPU model gave (-0.087 against -1.389, 16% of the range) fail. So can onnxruntime's int8 on an x86 AVX2 host: its
-U8S8 kernels (VPMADDUBSW, which can saturate) put digits builds 5% to 22% of the range from its ARM kernels."""
+CPU model gave (-0.087 against -1.389, 16% of the range) fail. So did onnxruntime's int8 with 8-bit weights on an
+x86 AVX2 host (5% to 22% of the range from its ARM kernels), which is why ONNX int8 weights are 7-bit
+(export/onnx.REDUCE_RANGE_WHY)."""
 REFERENCE_DIR = "host_reference"
 
 
