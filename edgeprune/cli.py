@@ -542,8 +542,15 @@ def _accuracy_text(q: dict[str, Any]) -> str:
     return text
 
 
+def _capped(out: Console) -> Console:
+    """`out`, at most SUMMARY_WIDTH columns wide."""
+    return Console(file=out.file, width=min(out.width, SUMMARY_WIDTH), force_terminal=out.is_terminal,
+                   no_color=out.no_color)
+
+
 def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
     """A compact summary: one row per artifact, then the budgets that failed or could not be judged here."""
+    out = _capped(out)
     pr = summary["pruning"]
     out.print(f"[bold]{summary['model']['spec']}[/]: params {pr['params_before']:,} -> {pr['params_after']:,}, "
               f"MACs {pr['macs_before']:,} -> {pr['macs_after']:,}")
@@ -559,7 +566,9 @@ def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
         unverified: dict[str, None] = {}
         for art in manifest["artifacts"]:
             checks = art["verdict"]["checks"]
-            kinds.add(str(art["quality"].get("kind")))
+            q = art["quality"]
+            kinds.add(f"top-1 on the {q.get('split', 'test')} split ({q.get('samples')} samples)"
+                      if q.get("kind") == "eval_accuracy" else "top-1 agreement with the unpruned model (no labels)")
             counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "unverified")}
             budgets = " ".join(f"[{style[s]}]{n} {s[:5]}[/]" for s, n in counts.items() if n)
             table.add_row(dev["device"], art["path"], art["scheme"], f"{art['size_bytes'] / 1024:,.0f}",
@@ -586,8 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
-    term = Console()
-    out = Console(width=min(term.width, SUMMARY_WIDTH) if term.is_terminal else SUMMARY_WIDTH)
+    out = Console()
     handlers = {"devices": _cmd_devices, "build": _cmd_build, "plan": _cmd_plan, "apply": _cmd_apply,
                 "validate": _cmd_validate, "runners": _cmd_runners, "calibrate": _cmd_calibrate}
     if getattr(args, "module_run", None) is not None:
