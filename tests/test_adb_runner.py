@@ -9,6 +9,7 @@ log format) for the native-binary path, since no Android build of the real tool 
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,26 @@ def test_measure_end_to_end_through_adb(adb_server, plug, artifact, inputs, host
     assert "--warmup 2 --runs 5 --threads 1" in measure_cmds[0]
     assert any(c.startswith("rm -f ") for c in dev.commands)
     assert device_files(dev, DEVICE_DIR) == [] and not dev.host_path(DEVICE_DIR).exists()
+
+
+def test_device_arguments_with_shell_syntax_arrive_verbatim(adb_server, plug, artifact, inputs, host_outputs):
+    """A device python path with spaces, quotes, `;`, `$()` and backticks reaches the device shell as one word:
+    the program runs with the runner's arguments, and nothing in it is executed."""
+    dev = plug()
+    odd = "/data/local/tmp/py thon; $(touch PWNED) `touch PWNED` 'q' *"
+    script = dev.host_path(odd)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    log = script.parent / "argv.log"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" --end-- >> {shlex.quote(str(log))}\n'
+                      f'exec {shlex.quote(sys.executable)} "$@"\n')
+    script.chmod(0o755)
+    m = _runner(adb_server, dev, energy=False, python=odd).measure(artifact, inputs, warmup=1, runs=2, threads=1)
+    np.testing.assert_allclose(m.outputs, host_outputs.outputs, rtol=1e-5, atol=1e-5)
+    calls = [c.strip("\n").split("\n") for c in log.read_text().split("--end--") if c.strip()]
+    measured = [c for c in calls if c[0].endswith("/remote_measure.py")]
+    assert len(measured) == 1 and measured[0][1] == "--artifact"
+    assert measured[0][2].startswith(f"{dev.root}/data/local/tmp/") and measured[0][2].endswith(artifact.path.suffix)
+    assert not list(dev.root.rglob("PWNED")) and not Path("PWNED").exists()
 
 
 def test_cable_pulled_mid_run_raises_device_error_after_one_retry(adb_server, plug, artifact, inputs):
