@@ -59,20 +59,3 @@ def native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-@contextmanager
-def stdout_to_stderr() -> Iterator[None]:
-    """Send everything written to stdout (Python and native) to stderr for a block, keeping stdout for results."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    real_stdout = sys.stdout
-    try:
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stdout = real_stdout
-        os.dup2(saved, 1)
-        os.close(saved)
