@@ -163,10 +163,21 @@ def optuna_search(
     trials: int = 200,
     time_budget_s: float | None = None,
     seed: int = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
 ) -> list[Visit]:
     """Optuna NSGA-II over keep ratios per bucket, (target, scheme), importance criterion and threads: maximise proxy
     accuracy, minimise predicted latency, with the budgets as constraints (Optuna's constrained dominance). Returns
-    every trial."""
+    every trial.
+
+    With `storage` (`sqlite:///search.db`, or any database URL Optuna takes, e.g. `postgresql://...` for workers on
+    several machines) the study lives there and is loaded if it exists, so workers running the same search share
+    one study: each adds `trials` trials, its sampler learns from every trial in the study, and the visits returned
+    include the other workers' trials (their costs and proxy accuracy recomputed here, with this worker's
+    callables). `study_name` defaults to a digest of the space, budgets and margin, so the same search meets the
+    same study and another search never reuses it. The sampler's seed is `seed` plus the trials already in the
+    study (a resumed or late worker does not repeat the first worker's proposals); with no other worker the search
+    is as deterministic as without storage."""
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - the extra is part of the test install
@@ -176,12 +187,18 @@ def optuna_search(
     pairs = [(t, sc) for t in space.targets for sc in space.schemes]
     visits: list[Visit] = []
 
+    def candidate(params: dict) -> Candidate:
+        target, scheme = pairs[params["pair"]]
+        keep = tuple(params[b.name] for b in space.buckets)
+        return Candidate(keep, scheme, target, params["importance"], params["threads"])
+
     def objective(trial: "optuna.Trial") -> tuple[float, float]:
-        keep = tuple(trial.suggest_categorical(b.name, list(space.keep_grid)) for b in space.buckets)
-        target, scheme = pairs[trial.suggest_categorical("pair", list(range(len(pairs))))]
-        importance = trial.suggest_categorical("importance", list(space.importances))
-        threads = trial.suggest_categorical("threads", list(space.threads))
-        cand = Candidate(keep, scheme, target, importance, threads)
+        for b in space.buckets:
+            trial.suggest_categorical(b.name, list(space.keep_grid))
+        trial.suggest_categorical("pair", list(range(len(pairs))))
+        trial.suggest_categorical("importance", list(space.importances))
+        trial.suggest_categorical("threads", list(space.threads))
+        cand = candidate(trial.params)
         c = costs(cand)
         acc = proxy(cand)
         visits.append(Visit(cand, c, acc, trial.number))
@@ -190,13 +207,46 @@ def optuna_search(
         return acc, c.latency_ms
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.NSGAIISampler(seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    if storage is None:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=seed))
+    else:
+        name = study_name or _study_name(space, limits, margin)
+        try:
+            study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name=name,
+                                        load_if_exists=True)
+            done = len(study.get_trials(deepcopy=False))
+        except Exception as exc:  # noqa: BLE001 - optuna and SQLAlchemy raise many types for a bad URL or database
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"--storage '{storage}' cannot be opened as an Optuna study '{name}' ({detail}); give "
+                              "sqlite:///PATH/TO/FILE.db in an existing folder or a database URL Optuna accepts "
+                              "(postgresql://USER@HOST/DB)") from None
+        study.sampler = optuna.samplers.NSGAIISampler(seed=seed + done)
     for start in space.starts():  # seed the population with the dense plans (the criterion changes nothing there)
         if start.importance != space.importances[0]:
             continue
         study.enqueue_trial({**{b.name: 1.0 for b in space.buckets}, "pair": pairs.index((start.target, start.scheme)),
-                             "importance": start.importance, "threads": start.threads})
+                             "importance": start.importance, "threads": start.threads}, skip_if_exists=True)
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     study.optimize(objective, n_trials=trials, timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
+    if storage is not None:  # the other workers' trials, evaluated with this worker's callables
+        mine = {v.step for v in visits}
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.number not in mine:
+                cand = candidate(t.params)
+                visits.append(Visit(cand, costs(cand), proxy(cand), t.number))
+        visits.sort(key=lambda v: v.step)
     return visits
+
+
+def _study_name(space: SearchSpace, limits: Limits, margin: float) -> str:
+    """A name that only the same search (space, budgets, margin) produces."""
+    import hashlib
+    import json
+
+    key = json.dumps({
+        "buckets": [[b.name, list(b.roots)] for b in space.buckets], "schemes": space.schemes,
+        "targets": space.targets, "importances": space.importances, "threads": space.threads,
+        "keep_grid": space.keep_grid, "limits": [limits.latency_ms, limits.model_size_mb, limits.peak_memory_mb,
+                                                 limits.energy_mj], "margin": margin,
+    }, sort_keys=True)
+    return "edgeprune-" + hashlib.sha256(key.encode()).hexdigest()[:16]
