@@ -8,13 +8,16 @@
   the planner (`EXECUTORS`), whose work is CPU-bound.
 
 `fn` is a module-level function called as `fn(shared, item)`; `shared` (a model and its data, say) travels to each
-worker once per map call, not once per item. Results come back in item order. An exception raised by `fn` is raised
+worker once per map call, not once per item (and not again while later calls pass the same data: it is keyed by the
+digest of its pickled bytes). Results come back in item order. An exception raised by `fn` is raised
 again in the caller with its own type and message (the worker's traceback is attached as a note); when several items
 fail, the first in item order wins.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import pickle
 import shutil
@@ -22,9 +25,8 @@ import socket
 import tempfile
 import threading
 import traceback
-import uuid
 from abc import ABC, abstractmethod
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -135,6 +137,14 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _pickled(shared: Any, kind: str) -> bytes:
+    try:
+        return pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"the shared data of a {kind} map cannot be pickled ({exc}); pass picklable data, or use "
+                          "--executor serial") from None
+
+
 # -------------------------------------------------------------------------------------------------------- serial
 
 
@@ -154,8 +164,8 @@ class SerialExecutor(Executor):
 class ThreadExecutor(Executor):
     """A thread pool, for I/O-bound work such as measuring on adb devices: each worker spends its time waiting on
     a device over a socket, which releases the GIL, so threads run the devices in parallel without copying the
-    runner state (adb connections, probed device facts) into other processes. `shared` is passed by reference.
-    A new pool per map call: device jobs are few and long."""
+    runner state (adb connections, probed device facts) into other processes. `shared` is passed by reference and
+    exceptions propagate untouched. A new pool per map call: device jobs are few and long."""
 
     kind = "thread"
 
@@ -167,7 +177,7 @@ class ThreadExecutor(Executor):
         if not items:
             return []
         with ThreadPoolExecutor(max_workers=min(self.workers, len(items)), thread_name_prefix=self.name) as pool:
-            return _results(list(pool.map(lambda item: _call(fn, shared, item), items)))
+            return list(pool.map(functools.partial(fn, shared), items))  # the first failure in item order raises
 
 
 # ------------------------------------------------------------------------------------------------------- process
@@ -204,8 +214,9 @@ class ProcessExecutor(Executor):
     torch and edgeprune once (preloaded), so a worker starts in ~0.1 s instead of the ~2-3 s a "spawn" worker spends
     importing torch; bench/scale.py reports the start-up it costs.
 
-    `shared` is pickled once per map call into a private temporary file; each worker unpickles it once per call
-    (keyed by a token) and keeps it for the call's other items."""
+    `shared` is pickled once per map call into a private temporary file named by the digest of its bytes; each
+    worker unpickles it once and keeps it while the digest stays the same, so map calls that pass the same data
+    (the planner's chunks of one sensitivity analysis) ship it to each worker once in all."""
 
     kind = "process"
 
@@ -213,6 +224,8 @@ class ProcessExecutor(Executor):
         self.workers = workers or (os.cpu_count() or 1)
         self.start_method = start_method
         self._pool = None
+        self._folder: str | None = None
+        self._shared_file: tuple[str, str] | None = None  # (digest, path) of the data the workers hold
 
     def _executor(self):
         if self._pool is None:
@@ -225,50 +238,55 @@ class ProcessExecutor(Executor):
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_one_thread)
         return self._pool
 
+    def _ship(self, shared: Any) -> tuple[str, str | None]:
+        """(token, file) of `shared` for the workers; the file is rewritten only when the data changed."""
+        if shared is None:
+            return "", None
+        data = _pickled(shared, "process")
+        digest = hashlib.sha256(data).hexdigest()
+        if self._shared_file is None or self._shared_file[0] != digest:
+            if self._folder is None:
+                self._folder = tempfile.mkdtemp(prefix="edgeprune-exec-")  # 0700: only this user reads it
+            path = str(Path(self._folder) / f"{digest}.pkl")
+            with open(path, "wb") as f:
+                f.write(data)
+            if self._shared_file is not None:
+                Path(self._shared_file[1]).unlink(missing_ok=True)
+            self._shared_file = (digest, path)
+        return self._shared_file
+
     def map(self, fn, items, shared):
         from concurrent.futures.process import BrokenProcessPool
 
         if not items:
             return []
-        folder = tempfile.mkdtemp(prefix="edgeprune-exec-")  # 0700: only this user reads what is shipped
+        token, path = self._ship(shared)
+        pool = self._executor()
+        futures = [pool.submit(_process_task, fn, token, path, item) for item in items]
         try:
-            path = None
-            if shared is not None:
-                path = str(Path(folder) / "shared.pkl")
-                try:
-                    with open(path, "wb") as f:
-                        pickle.dump(shared, f, protocol=pickle.HIGHEST_PROTOCOL)
-                except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                    raise ConfigError(f"the shared data of a process map cannot be pickled ({exc}); pass picklable "
-                                      "data, or use --executor serial") from None
-            token = uuid.uuid4().hex
-            pool = self._executor()
-            try:
-                futures = [pool.submit(_process_task, fn, token, path, item) for item in items]
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                raise ConfigError(f"function {getattr(fn, '__qualname__', fn)!r} cannot be sent to process workers "
-                                  f"({exc}); pass a module-level function, or use --executor serial") from None
-            try:
-                values = [f.result() for f in futures]
-            except BrokenProcessPool as exc:
-                self.close()
-                raise DeviceError(f"a worker of the process pool ({self.workers} workers) died ({exc}); it may have "
-                                  "run out of memory: use fewer --workers, or --executor serial") from None
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                for f in futures:
-                    f.cancel()
-                if isinstance(exc, pickle.PicklingError) or "pickle" in str(exc):
-                    raise ConfigError(f"a process worker's task or result cannot be pickled ({exc}); use "
-                                      "module-level functions and picklable data, or --executor serial") from None
-                raise
-            return _results(values)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            values = [f.result() for f in futures]
+        except BrokenProcessPool as exc:
+            self.close()
+            raise DeviceError(f"a worker of the process pool ({self.workers} workers) died ({exc}); it may have "
+                              "run out of memory: use fewer --workers, or --executor serial") from None
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            for f in futures:
+                f.cancel()
+            if isinstance(exc, pickle.PicklingError) or "pickle" in str(exc):
+                raise ConfigError(f"function {getattr(fn, '__qualname__', fn)!r} or its items or results cannot "
+                                  f"travel to process workers ({exc}); use a module-level function and picklable "
+                                  "data, or --executor serial") from None
+            raise
+        return _results(values)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+            self._shared_file = None
 
 
 # ----------------------------------------------------------------------------------------------------------- ray
@@ -278,7 +296,7 @@ _RAY_LOCK = threading.Lock()
 
 def _ray_task(fn: Callable, token: str, shared_ref: list, item: Any) -> Any:
     """Body of the Ray remote function: `shared_ref` is a one-element list so that Ray hands over the reference
-    unresolved and each worker fetches the object once per map call."""
+    unresolved and each worker fetches the object once (per distinct shared data)."""
     import ray
 
     _one_thread()
@@ -307,7 +325,8 @@ class RayExecutor(Executor):
     """Ray tasks. With `address`: the cluster there (`ray.init(address=...)`; edgeprune and the user's model code
     must be importable on its nodes); without: a local instance with `workers` CPUs (default: every core). An
     instance already running in this process is used as it is. `close()` shuts down only an instance this executor
-    started. `shared` goes into the object store once per map call (`ray.put`)."""
+    started. `shared` goes into the object store once per map call (`ray.put`), and not again while later calls pass
+    the same data."""
 
     kind = "ray"
 
@@ -342,13 +361,18 @@ class RayExecutor(Executor):
         self.workers = workers or cpus
         self._window = workers  # at most this many tasks in flight when asked for (a shared cluster)
         self._remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        self._shared: tuple[str, Any] | None = None  # (digest, object ref) of the data last put
 
     def map(self, fn, items, shared):
         ray = self._ray
         if not items:
             return []
-        ref = None if shared is None else ray.put(shared)
-        token = uuid.uuid4().hex
+        ref, token = None, ""
+        if shared is not None:
+            digest = hashlib.sha256(_pickled(shared, "ray")).hexdigest()
+            if self._shared is None or self._shared[0] != digest:
+                self._shared = (digest, ray.put(shared))
+            token, ref = self._shared
         refs: list = []
         pending: list = []
         for item in items:
@@ -366,6 +390,7 @@ class RayExecutor(Executor):
         return _results(values)
 
     def close(self) -> None:
+        self._shared = None
         if self._owns:
             self._ray.shutdown()
             self._owns = False

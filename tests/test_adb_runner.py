@@ -28,16 +28,8 @@ from edgeprune.errors import DeviceError
 from edgeprune.export import get_exporter
 from edgeprune.profiles import parse_profile
 from edgeprune.runners import cache
-from edgeprune.runners.adb import (
-    AdbPool,
-    AdbRunner,
-    _client,
-    _Device,
-    draft_profile,
-    list_connected,
-    match_jobs,
-    read_device,
-)
+from edgeprune.runners.adb import AdbPool, AdbRunner, draft_profile, list_connected, match_jobs, read_device
+from edgeprune.runners.adb.connection import _client, _Device
 from edgeprune.runners.host import HostRunner
 from edgeprune.types import Plan
 

@@ -1,4 +1,4 @@
-"""Measure artifacts on Android phones and emulators through the adb server (adbutils), and describe devices.
+"""`AdbRunner`: measures artifacts on one Android phone or emulator through the adb server (adbutils).
 
 How one measurement goes (`AdbRunner.measure`):
 
@@ -31,24 +31,23 @@ from __future__ import annotations
 import io
 import json
 import re
-import shlex
-import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import numpy as np
 
-from edgeprune.errors import ConfigError, DeviceError, MissingDependencyError
+from edgeprune.errors import ConfigError, DeviceError
 from edgeprune.runners import cache as runner_cache
 from edgeprune.runners import energy as energy_mod
 from edgeprune.runners import native_runner as native
-from edgeprune.runners.android import DeviceInfo, device_info, draft_profile
-from edgeprune.runners.base import Runner, check_request, measure_in_blocks
+from edgeprune.runners.adb.connection import _client, _Device, _Disconnected, _first_line, _server_up, quote
+from edgeprune.runners.adb.discovery import read_device_info
+from edgeprune.runners.android import DeviceInfo
+from edgeprune.runners.base import Runner, check_request
 from edgeprune.runners.parsers import (
     BenchStats,
     ParseError,
@@ -60,182 +59,13 @@ from edgeprune.runners.parsers import (
 from edgeprune.target_specs import TARGET_SPECS
 from edgeprune.types import Artifact, Measurement
 
-__all__ = [
-    "AdbPool",
-    "AdbRunner",
-    "DeviceInfo",
-    "PoolJob",
-    "PoolResult",
-    "draft_profile",
-    "list_connected",
-    "match_jobs",
-    "read_device",
-]
-
-REMOTE_SCRIPT = Path(__file__).with_name("remote_measure.py")
+REMOTE_SCRIPT = Path(__file__).parent.parent / "remote_measure.py"
 RUNTIME_MODULES = {suffix: ("numpy", *t.runtime_modules) for t in TARGET_SPECS.values() for suffix in t.suffixes}
 """Artifact suffix -> the modules a device's Python must import to measure it (from the target specs)."""
 HAL2_COMMAND = ("dumpsys", "android.hardware.power.stats.IPowerStats/default")
 HAL1_COMMAND = ("lshal", "debug", "android.hardware.power.stats@1.0::IPowerStats/default")
 BATTERY_DIR = "/sys/class/power_supply/battery"
 EXECUTORCH_MEMORY_METHOD = "planned activation arena + program bytes (ExecuTorch memory plan)"
-
-
-def _adbutils():
-    try:
-        import adbutils
-    except ImportError:
-        raise MissingDependencyError("adbutils", "android") from None
-    return adbutils
-
-
-def quote(argv: Sequence[object]) -> str:
-    """One device-shell command line from an argument list, every argument quoted."""
-    return " ".join(shlex.quote(str(a)) for a in argv)
-
-
-class _Disconnected(Exception):
-    def __init__(self, stage: str, detail: str):
-        super().__init__(f"{stage}: {detail}")
-        self.stage = stage
-        self.detail = detail
-
-
-def _server_up(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2.0):
-            return True
-    except OSError:
-        return False
-
-
-def _client(host: str, port: int, timeout_s: float):
-    adbutils = _adbutils()
-    if not _server_up(host, port):
-        raise DeviceError(f"no adb server at {host}:{port}; start it with `adb -P {port} start-server` (or plug in a device)")
-    return adbutils.AdbClient(host=host, port=port, socket_timeout=timeout_s)
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------------- device access
-
-
-class _Device:
-    """One device through the adb server: quoted shell commands, push/pull, each with a timeout and error mapping."""
-
-    def __init__(self, client, serial: str, timeout_s: float):
-        self.client = client
-        self.serial = serial
-        self.timeout_s = timeout_s
-        self.dev = client.device(serial)
-
-    def online(self, settle_s: float = 0.0) -> bool:
-        """Whether the server lists the device in state 'device' (re-checked for `settle_s` seconds)."""
-        deadline = time.monotonic() + settle_s
-        while True:
-            host, port = self.client.host, self.client.port
-            if not _server_up(host, port):
-                return False
-            try:
-                state = next((d.state for d in self.client.list() if d.serial == self.serial), None)
-            except Exception:  # noqa: BLE001 - an unreachable server means no device
-                return False
-            if state != "device":
-                return False
-            if time.monotonic() >= deadline:
-                return True
-            time.sleep(0.25)
-
-    def _fail(self, stage: str, exc: BaseException, timeout: float):
-        adbutils = _adbutils()
-        detail = f"{type(exc).__name__}: {exc}".strip()
-        timed_out = isinstance(exc, (adbutils.AdbTimeout, TimeoutError, socket.timeout))
-        if not self.online(settle_s=0.0 if timed_out else 1.5):
-            raise _Disconnected(stage, detail) from None
-        if timed_out:
-            raise DeviceError(
-                f"{stage} on device {self.serial} timed out after {timeout:g} s; raise timeout_s or check the device"
-            ) from None
-        raise DeviceError(f"adb {stage} on device {self.serial} failed: {detail}") from None
-
-    def _call(self, stage: str, fn: Callable, timeout: float | None = None):
-        adbutils = _adbutils()
-        try:
-            return fn()
-        except (adbutils.AdbError, OSError, EOFError) as exc:
-            self._fail(stage, exc, timeout or self.timeout_s)
-
-    def shell(self, stage: str, argv: Sequence[object] | str, timeout: float | None = None):
-        """Run a command (an argument list, quoted; or a fixed command string) and return adbutils' ShellReturn."""
-        cmd = argv if isinstance(argv, str) else quote(argv)
-        t = timeout or self.timeout_s
-        return self._call(stage, lambda: self.dev.shell2(cmd, timeout=t, v2=True), t)
-
-    def push(self, stage: str, src: bytes | Path, dst: str, mode: int = 0o644) -> None:
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        self._call(stage, lambda: self.dev.sync.push(data, dst, mode=mode))
-
-    def pull(self, stage: str, src: str) -> bytes:
-        return self._call(stage, lambda: self.dev.sync.read_bytes(src))
-
-
-def read_device_info(device: _Device, state: str = "device") -> DeviceInfo:
-    """getprop, /proc/meminfo, per-core cpufreq and /proc/cpuinfo of one device, as a matched `DeviceInfo`."""
-    texts: dict[str, str] = {}
-    errors = []
-    queries = {
-        "getprop": "getprop",
-        "meminfo": "cat /proc/meminfo",
-        "cpufreq": "grep -H . /sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq",
-        "cpuinfo": "cat /proc/cpuinfo",
-    }
-    for key, cmd in queries.items():
-        try:
-            r = device.shell(f"read {key}", cmd, timeout=min(device.timeout_s, 30.0))
-        except DeviceError as exc:
-            errors.append(str(exc))
-            continue
-        if r.returncode == 0:
-            texts[key] = r.stdout
-        else:
-            errors.append(f"{cmd}: exit {r.returncode}: {_first_line(r.stderr or r.output)}")
-    return device_info(device.serial, state, errors=tuple(errors), **texts)
-
-
-def read_device(serial: str, adb_host: str = "127.0.0.1", adb_port: int = 5037, *, timeout_s: float = 30.0) -> DeviceInfo:
-    """What one device reports about itself (for `edgeprune profile draft --on adb:SERIAL`)."""
-    client = _client(adb_host, adb_port, timeout_s)
-    device = _Device(client, serial, timeout_s)
-    if not device.online():
-        known = ", ".join(f"{d.serial} ({d.state})" for d in client.list()) or "none"
-        raise DeviceError(f"device {serial} is not attached and ready; attached: {known}")
-    try:
-        return read_device_info(device)
-    except _Disconnected as exc:
-        raise DeviceError(f"device {serial} disconnected while reading its properties ({exc})") from None
-
-
-def list_connected(adb_host: str = "127.0.0.1", adb_port: int = 5037, *, timeout_s: float = 30.0) -> list[DeviceInfo]:
-    """Every device the adb server knows (phones and emulators; offline/unauthorized ones without details)."""
-    client = _client(adb_host, adb_port, timeout_s)
-    out = []
-    for entry in client.list(extended=True):
-        if entry.state != "device":
-            out.append(DeviceInfo(serial=entry.serial, state=entry.state, is_emulator=entry.serial.startswith("emulator-")))
-            continue
-        try:
-            out.append(read_device_info(_Device(client, entry.serial, timeout_s), entry.state))
-        except _Disconnected as exc:
-            out.append(DeviceInfo(serial=entry.serial, state="offline", errors=(f"disconnected while reading {exc}",)))
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------ the runner
 
 
 @dataclass
@@ -758,94 +588,3 @@ class _BatterySampler:
             except Exception:  # noqa: BLE001 - a missed sample only widens the integration step
                 pass
             self._stop.wait(self.period_s)
-
-
-# ---------------------------------------------------------------------------------------------- the device pool
-
-
-@dataclass(frozen=True)
-class PoolJob:
-    serial: str
-    artifact: Artifact
-
-
-@dataclass(frozen=True)
-class PoolResult:
-    serial: str
-    artifact: Artifact
-    measurement: Measurement | None
-    error: str | None
-
-
-def match_jobs(
-    artifacts_by_profile: Mapping[str, Sequence[Artifact]], devices: Sequence[DeviceInfo]
-) -> tuple[list[PoolJob], list[DeviceInfo]]:
-    """Jobs pairing each ready device with the artifacts built for the profile it matches; and the devices that
-    matched no profile with artifacts (reported, not measured)."""
-    jobs, unmatched = [], []
-    for info in devices:
-        arts = artifacts_by_profile.get(info.matched_profile or "", ())
-        if info.state != "device" or not arts:
-            unmatched.append(info)
-            continue
-        jobs.extend(PoolJob(info.serial, a) for a in arts)
-    return jobs, unmatched
-
-
-class AdbPool:
-    """Measures on several devices in parallel: one worker per device, each running its jobs one at a time."""
-
-    def __init__(
-        self,
-        serials: Sequence[str] | None = None,
-        *,
-        adb_host: str = "127.0.0.1",
-        adb_port: int = 5037,
-        runner_factory: Callable[[str], Runner] | None = None,
-        **runner_kwargs,
-    ):
-        self.adb_host, self.adb_port = adb_host, adb_port
-        if serials is None:
-            client = _client(adb_host, adb_port, float(runner_kwargs.get("timeout_s", 600)))
-            serials = [d.serial for d in client.list() if d.state == "device"]
-        self.serials = list(serials)
-        self._factory = runner_factory or (
-            lambda serial: AdbRunner(serial, adb_host=adb_host, adb_port=adb_port, **runner_kwargs)
-        )
-
-    def run(
-        self,
-        jobs: Sequence[PoolJob],
-        inputs: np.ndarray,
-        *,
-        warmup: int = 10,
-        runs: int = 50,
-        threads: int | None = None,
-        blocks: int = 1,
-    ) -> list[PoolResult]:
-        """Run every job; results come back in the jobs' order, failures as `error` (never raised)."""
-        unknown = sorted({j.serial for j in jobs} - set(self.serials))
-        if unknown:
-            raise ConfigError(f"jobs name devices outside this pool: {', '.join(unknown)}; pool: {', '.join(self.serials)}")
-        results: list[PoolResult | None] = [None] * len(jobs)
-        by_serial: dict[str, list[int]] = {}
-        for i, job in enumerate(jobs):
-            by_serial.setdefault(job.serial, []).append(i)
-
-        def worker(serial: str) -> None:
-            runner = None
-            for i in by_serial[serial]:
-                job = jobs[i]
-                try:
-                    runner = runner or self._factory(serial)
-                    t = threads if threads is not None else job.artifact.plan.threads
-                    m = measure_in_blocks(runner, job.artifact, inputs, warmup=warmup, runs=runs, threads=t,
-                                          blocks=blocks)
-                    results[i] = PoolResult(serial, job.artifact, m, None)
-                except Exception as exc:  # noqa: BLE001 - one device's failure must not stop the others
-                    results[i] = PoolResult(serial, job.artifact, None, f"{type(exc).__name__}: {exc}")
-
-        if by_serial:
-            with ThreadPoolExecutor(max_workers=len(by_serial), thread_name_prefix="adb-pool") as pool:
-                list(pool.map(worker, list(by_serial)))
-        return [r for r in results if r is not None]
