@@ -18,6 +18,7 @@ mobilenet_v2(num_classes=10) trained briefly on the digits upscaled to 64x64.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -36,7 +37,8 @@ from edgeprune._deps import package_version
 from edgeprune._io import native_stderr_silenced
 from edgeprune._torch import torch_threads
 from edgeprune.cost import predict
-from edgeprune.autoplan import Planner, PlanSettings
+from edgeprune.evaluator import planner_for
+from edgeprune.planner import PlanSettings
 from edgeprune.data import load_data
 from edgeprune.errors import BudgetInfeasibleError
 from edgeprune.export import get_exporter
@@ -226,7 +228,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
               checkpoint: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """The model's results; `checkpoint` gets the partial results after every budget and baseline point."""
     spec, data = _model(name, work)
-    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp, contextlib.ExitStack() as stack:
         bench = Bench(spec, data, runs, Path(tmp))
         dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
         reference = bench.reference(spec.module, dense_plan)
@@ -234,7 +236,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
         dense = bench.keep(spec.module, dense_plan)
         _log(f"{name}: dense fp32 p50 {reference_ms:.4f} ms (budget reference), accuracy {dense.accuracy:.4f}")
 
-        planner = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
+        planner = stack.enter_context(planner_for(spec, data, PlanSettings(finetune_epochs=epochs)))
         rows: list[dict[str, Any]] = []
         kept_by_row: dict[int, Kept] = {}
         baseline: list[dict[str, Any]] = []
@@ -297,7 +299,7 @@ def run_model(name: str, budgets: int, epochs: int, runs: int, passes: int, work
 
         fleet = {}
         for devices in (FLEET[:1], FLEET) if fleet_too else ():
-            fresh = Planner(spec, data, PlanSettings(finetune_epochs=epochs))
+            fresh = stack.enter_context(planner_for(spec, data, PlanSettings(finetune_epochs=epochs)))
             start = time.perf_counter()
             done, final_s = 0, 0.0
             for device in devices:

@@ -31,3 +31,8 @@ class Steps:
 
             yield update
             progress.update(task, completed=progress.tasks[0].total or 1, total=progress.tasks[0].total or 1)
+
+    def note(self, text: str) -> None:
+        """A one-line message between steps."""
+        if self.enabled:
+            self.console.print(text)

@@ -24,7 +24,7 @@ from edgeprune.pipeline import BuildRequest, BuildResult, build as _run_build
 from edgeprune.planner.recipe import read_plan_yaml
 from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.report import write_report
-from edgeprune.autoplan import PlanSettings
+from edgeprune.planner.settings import PlanSettings
 
 ModelArg = Union[str, torch.nn.Module]
 """A model spec ('examples:digits', 'torchvision:NAME', 'timm:NAME', 'pkg.module:factory') or a module."""
@@ -134,6 +134,7 @@ def build(
     input_shape: Sequence[int] | None = None,
     weights: str | None = None,
     seed: int = 0,
+    resume: bool = False,
     progress: bool = False,
     verbose: bool = False,
     _command: tuple[str, ...] = (),
@@ -143,7 +144,9 @@ def build(
     is installed), measure, judge against the device's budgets (overridden by the keyword budgets).
 
     `plan`: a `FixedPlan` (prune/quantise as given), or `PlanSettings` / None to search for the most accurate plan
-    that meets every budget. Returns the per-device artifacts, measurements and verdicts; files land in `out`."""
+    that meets every budget. Returns the per-device artifacts, measurements and verdicts; files land in `out`.
+    `resume`: a search journals its work beside `out` (`out.journal`); after a crash, the same call with
+    `resume=True` continues from there instead of starting again."""
     if plan is not None and not isinstance(plan, (FixedPlan, PlanSettings)):
         raise ConfigError(f"plan is a {type(plan).__name__}; give edgeprune.FixedPlan(...), edgeprune.PlanSettings(...) "
                           "or None (search)")
@@ -178,6 +181,7 @@ def build(
         adb_port=measure.adb_port,
         plan_settings=None if fixed else (plan or PlanSettings(seed=seed)),
         plan_only=_plan_only,
+        resume=resume,
         command=_command or _call_text("plan" if _plan_only else "build", model, devices),
     )
     return _run(request, progress, verbose)

@@ -82,6 +82,15 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=_positive_float, help="seconds the search may take (default: no limit)")
     p.add_argument("--threads", type=int,
                    help="thread count of the plan (default: search 1, 2, 4, ... up to the profile's default_threads)")
+    p.add_argument("--executor", default="process", choices=("serial", "process", "ray"),
+                   help="where the sensitivity analysis runs: serial (this process), process (a local pool, the "
+                        "default), ray (a Ray cluster)")
+    p.add_argument("--workers", type=int, help="executor workers (default: one per core, or the Ray cluster's CPUs)")
+    p.add_argument("--ray-address", help="address of a running Ray cluster (with --executor ray; default: a local one)")
+    p.add_argument("--storage", help="Optuna storage URL shared by search workers, e.g. sqlite:///study.db "
+                                     "(with --strategy optuna; default: in memory)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a planned build that crashed or was killed, from its journal (OUT.journal)")
     p.add_argument("--rank-epochs", type=int, default=3,
                    help="brief fine-tune epochs of each top candidate while ranking them (default 3); the chosen "
                         "plan then gets --finetune-epochs")
@@ -334,6 +343,10 @@ def _plan_settings(args: argparse.Namespace):
         finetune_epochs=args.finetune_epochs,
         rank_epochs=args.rank_epochs,
         seed=args.seed,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        storage=args.storage,
     )
 
 
@@ -408,7 +421,7 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         plan = edgeprune.FixedPlan(prune=args.prune or 0.0, quant=args.quant or "fp32", importance=args.importance or "l2",
                                    round_to=args.round_to, finetune_epochs=args.finetune_epochs, threads=args.threads)
     result = edgeprune.build(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
-                             plan=plan, **_budget_keywords(args), **_common(args))
+                             plan=plan, resume=args.resume, **_budget_keywords(args), **_common(args))
     return _show(args, out, result)
 
 
@@ -436,7 +449,8 @@ def _cmd_plan(args: argparse.Namespace, out: Console) -> int:
     import edgeprune
 
     result = edgeprune.plan(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
-                            plan=_plan_settings(args), **_budget_keywords(args), **_common(args))
+                            plan=_plan_settings(args), resume=args.resume, **_budget_keywords(args),
+                            **_common(args))
     return _show(args, out, result, plan_only=True)
 
 

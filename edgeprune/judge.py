@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeprune.limits import Limits, measured_on_device, within
 from edgeprune.profiles import DeviceProfile
 from edgeprune.stats import paired_difference_interval, straddles, wilson_interval
 from edgeprune.types import BudgetCheck, Measurement, Quality, Verdict
@@ -113,12 +114,7 @@ def _limit_check(name: str, unit: str, value: float | None, limit: float, on_dev
         return BudgetCheck(name, unit, None, limit, "unverified", note or "not measured")
     if not on_device:
         return BudgetCheck(name, unit, value, limit, "unverified", note)
-    return BudgetCheck(name, unit, value, limit, "pass" if value <= limit else "fail", note)
-
-
-def measured_on_device(profile: DeviceProfile, where: str) -> bool:
-    """Whether a figure measured at `where` ('host', 'adb:SERIAL', 'ssh:...') is one of `profile`'s device."""
-    return where == "host" if profile.is_host else where != "host"
+    return BudgetCheck(name, unit, value, limit, "pass" if within(value, limit) else "fail", note)
 
 
 EMULATED_CHECKS = ("latency", "peak_memory", "energy")
@@ -127,23 +123,23 @@ EMULATED_CHECKS = ("latency", "peak_memory", "energy")
 
 def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) -> Verdict:
     """One check per budget the profile sets. Only figures measured on `profile`'s own device can pass or fail."""
-    budget = profile.budget
+    budget, limits = profile.budget, Limits.of(profile)
     on_device = measured_on_device(profile, measurement.where)
     elsewhere = "" if on_device else f"measured on {measurement.where}, not on {profile.name}; validate on the device"
     checks: list[BudgetCheck] = []
 
-    if budget.latency_ms is not None:
+    if limits.latency_ms is not None:
         value = measurement.latency_p50_ms if budget.latency_percentile == "p50" else measurement.latency_p90_ms
-        note = _latency_note(measurement, budget.latency_percentile, budget.latency_ms)
-        checks.append(_limit_check("latency", "ms", value, budget.latency_ms, on_device, elsewhere or note))
-    if budget.model_size_mb is not None:
+        note = _latency_note(measurement, budget.latency_percentile, limits.latency_ms)
+        checks.append(_limit_check("latency", "ms", value, limits.latency_ms, on_device, elsewhere or note))
+    if limits.model_size_mb is not None:
         # The file is byte-identical on every device, so its size is judged wherever it was measured.
         size_mb = measurement.size_bytes / 1e6
-        checks.append(_limit_check("model_size", "MB", size_mb, budget.model_size_mb, True, "artifact file size"))
-    if budget.peak_memory_mb is not None:
+        checks.append(_limit_check("model_size", "MB", size_mb, limits.model_size_mb, True, "artifact file size"))
+    if limits.peak_memory_mb is not None:
         note = elsewhere or measurement.memory_method
-        checks.append(_limit_check("peak_memory", "MB", measurement.peak_memory_mb, budget.peak_memory_mb, on_device, note))
-    energy_limit = profile.energy_limit_mj
+        checks.append(_limit_check("peak_memory", "MB", measurement.peak_memory_mb, limits.peak_memory_mb, on_device, note))
+    energy_limit = limits.energy_mj
     if energy_limit is not None:
         energy = measurement.extra.get("energy_mj")
         if energy is not None:

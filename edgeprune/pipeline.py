@@ -1,18 +1,20 @@
 """build(): the only module that calls every stage.
 
 profiles + model spec + data -> prune -> export (per target) -> measure -> judge -> manifests + build.json.
-Everything the user gave is validated before anything is written. Each device's folder is assembled in a
-staging folder and moved into place whole, so an app build never picks up a half-written one.
+Everything the user gave is validated before anything is written. The whole output folder (device folders,
+build.json, report.html) is assembled in a staging folder beside it and swapped in at once (`_io.open_staging`), so
+an app build never sees a mix of old and new, and a failed or killed build leaves the previous output as it was.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import os
 import platform
 import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ import torch
 
 import edgeprune
 from edgeprune._deps import package_version
-from edgeprune._io import atomic_write_json
+from edgeprune._io import atomic_write_json, open_staging, raise_if_no_space
 from edgeprune._progress import Steps
+from edgeprune._runlog import LOG_NAME
 from edgeprune._torch import torch_threads
 from edgeprune.cost import predict
 from edgeprune.data import check_inputs, dataset_from_arrays, load_data
@@ -31,10 +34,13 @@ from edgeprune.export import ExportResult, get_exporter, missing_toolchain
 from edgeprune.judge import assess_quality, judge
 from edgeprune.modelspec import resolve_model, spec_from_module
 from edgeprune.profiles import DeviceProfile, load_profile
-from edgeprune.autoplan import Planner, PlanSettings
+from edgeprune.evaluator import check_criteria, planner_for
+from edgeprune.planner.journal import Journal
+from edgeprune.planner.settings import PlanSettings
 from edgeprune.planner.recipe import make_recipe, write_plan_yaml
 from edgeprune.prune import as_tensor, prune
 from edgeprune.recover import RecoverySummary
+from edgeprune.report import write_report
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
 from edgeprune.target_specs import recorded_distributions
@@ -89,6 +95,8 @@ class BuildRequest:
     """`edgeprune plan`: search and write plan.yaml per device and plan.json, no artifacts."""
     command: tuple[str, ...] = ()
     """What was run, as build.json records it (the CLI's arguments without secrets' paths, or the API call)."""
+    resume: bool = False
+    """Continue a planned build that crashed or was killed from its journal (`journal_folder(out)`)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +141,9 @@ class BuildResult:
 
 
 def _check_out_dir(out: Path) -> None:
-    """Refuse an output folder that cannot be written, before any work is done."""
+    """Refuse, before any work is done, an output folder that cannot be written or replaced whole: a build swaps in a
+    new folder and removes the old one with everything in it, so an existing folder must be empty or an edgeprune
+    output (build.json or plan.json, or only device folders and a run log); anything else may be someone's files."""
     probe = out
     while not probe.exists():
         probe = probe.parent
@@ -141,6 +151,30 @@ def _check_out_dir(out: Path) -> None:
         raise ConfigError(f"output path '{out}' is not a folder ('{probe}' is a file); choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"output folder '{out}' cannot be written ('{probe}' is read-only); choose another --out")
+    if probe != out:
+        return
+    real = Path(os.path.realpath(out))
+    if Path.cwd().resolve().is_relative_to(real) or os.path.ismount(real):
+        raise ConfigError(f"output folder '{out}' is the current folder, one above it or a mount point; a build "
+                          "replaces the whole folder: choose a folder inside it, such as --out dist/")
+    if not os.access(real.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output folder '{out}' cannot be replaced: its parent '{real.parent}' is read-only (the "
+                          "build is assembled beside it); choose another --out")
+    foreign = _foreign_entries(real)
+    if foreign:
+        raise ConfigError(f"output folder '{out}' holds files edgeprune did not write ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}) and no build.json; a build replaces the whole "
+                          "folder, so choose an empty or new --out")
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Names in `folder` that do not look like an edgeprune output's (none when it holds build.json or plan.json)."""
+    entries = sorted(folder.iterdir())
+    if any((folder / name).is_file() for name in ("build.json", "plan.json")):
+        return []
+    return [e.name for e in entries
+            if not (e.name == LOG_NAME and e.is_file())
+            and not (e.is_dir() and any((e / name).is_file() for name in ("manifest.json", "plan.yaml")))]
 
 
 def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tuple[str, ...]], dict[str, str]]:
@@ -149,6 +183,7 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
         raise ConfigError(f"--quant {request.quant} is unknown; choose one of: {', '.join(SCHEMES)}")
     if request.plan_settings is not None:
         request.plan_settings.check()
+        check_criteria(request.plan_settings.importances)
     if not 0.0 <= request.prune < 1.0:
         raise ConfigError(f"--prune {request.prune} is out of range; give the fraction of channels to remove, in [0, 1)")
     if request.runs < 1 or request.warmup < 0 or request.blocks < 1:
@@ -320,21 +355,49 @@ def _threads(threads: int, runner: Any) -> int:
 
 
 def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: Steps, profiles: list[DeviceProfile],
-             targets_by_device: dict[str, tuple[str, ...]], exports: _Exports) -> dict[str, _Assignment]:
-    """Plan every device (one Planner, so the sensitivity analysis and fine-tuned models are shared)."""
+             targets_by_device: dict[str, tuple[str, ...]], exports: _Exports, journal: Journal) -> dict[str, _Assignment]:
+    """Plan every device (one Planner, so the sensitivity analysis and fine-tuned models are shared), journalling
+    what the search computes so that `resume` continues a crashed build."""
     assert request.plan_settings is not None
-    planner = Planner(spec, dataset, request.plan_settings, steps)
+
+    def measure(plan: Plan, model: torch.nn.Module) -> Measurement:
+        return exports.measure(model, plan, _threads(plan.threads, exports.runner), timing_only=True)
+
     out = {}
-    for prof in profiles:
-
-        def measure(plan: Plan, model: torch.nn.Module) -> Measurement:
-            return exports.measure(model, plan, _threads(plan.threads, exports.runner), timing_only=True)
-
-        chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where)
-        plan = chosen.plan
-        out[prof.name] = _Assignment(chosen.tuned.model, plan, (plan.target,), chosen.tuned.summary,
-                                     chosen.tuned.recovery, chosen.report(), chosen.measurement, plan.threads)
+    with planner_for(spec, dataset, request.plan_settings, steps, journal) as planner:
+        if journal.resumed:
+            steps.note(f"Resuming from the journal {journal.folder} ({journal.entries()} evaluations recorded)")
+        for prof in profiles:
+            chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where)
+            plan = chosen.plan
+            out[prof.name] = _Assignment(chosen.tuned.model, plan, (plan.target,), chosen.tuned.summary,
+                                         chosen.tuned.recovery, chosen.report(), chosen.measurement, plan.threads)
     return out
+
+
+def journal_folder(out: Path) -> Path:
+    """Where a planned build journals its search: beside the output folder (`dist` -> `dist.journal`), so that the
+    output can be swapped whole while the journal outlives a crash. Removed when the build succeeds."""
+    out = Path(out).absolute()
+    return out.parent / f"{out.name}.journal"
+
+
+def _fingerprint(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profiles: list[DeviceProfile],
+                 targets_by_device: dict[str, tuple[str, ...]]) -> str:
+    """A digest of everything a planned search depends on: a journal is resumed only with the same one."""
+    digest = hashlib.sha256()
+    for name, tensor in spec.module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for array in (dataset.calib_x, dataset.val_x, dataset.val_y, dataset.train_x, dataset.train_y):
+        digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
+    assert request.plan_settings is not None
+    facts = {"model": spec.name, "input_shape": list(spec.input_shape), "settings": asdict(request.plan_settings),
+             "profiles": [p.model_dump(mode="json") for p in profiles], "targets": targets_by_device,
+             "seed": request.seed, "on": request.on, "runs": [request.runs, request.warmup, request.blocks],
+             "version": edgeprune.__version__}
+    digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _model_spec(request: BuildRequest, steps: Steps) -> ModelSpec:
@@ -378,18 +441,22 @@ def _build(
     runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
                         known_hosts=request.known_hosts, adb_port=request.adb_port)
 
-    request.out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=request.out, prefix=".staging-"))
+    staging = open_staging(request.out)  # the whole output folder is assembled aside and swapped in at the end
     try:
-        exports = _Exports(staging, example, calib, dataset, runner, request, steps)
+        exports = _Exports(staging.scratch, example, calib, dataset, runner, request, steps)
         if request.plan_settings is None:
             pruned, plan, summary, recovery = _fixed_plan(request, spec, dataset, steps, targets)
             assignments = {p.name: _Assignment(pruned, plan, targets_by_device[p.name], summary, recovery,
                                                threads=request.threads) for p in profiles}
         else:
-            assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports)
+            journal = Journal(journal_folder(request.out), _fingerprint(request, spec, dataset, profiles,
+                                                                         targets_by_device), request.resume)
+            assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports, journal)
         if request.plan_only:
-            return _write_plans(request, spec, dataset, profiles, assignments, staging, skipped)
+            planned = _write_plans(request, spec, dataset, profiles, assignments, staging.folder, skipped, journal)
+            staging.swap_in()
+            journal.remove()
+            return planned
 
         device_reports: dict[str, list[ArtifactReport]] = {}
         for prof in profiles:
@@ -415,7 +482,7 @@ def _build(
         device_summaries = []
         for prof in profiles:
             job, reports = assignments[prof.name], device_reports[prof.name]
-            device_dir = staging / prof.name
+            device_dir = staging.folder / prof.name
             device_dir.mkdir()
             for rep in reports:
                 shutil.copyfile(rep.export.artifact.path, device_dir / rep.file)
@@ -434,28 +501,31 @@ def _build(
                     "artifacts": [_artifact_summary(r) for r in reports],
                 }
             )
-        for prof in profiles:  # move each finished device folder into place, replacing an older one whole
-            final = request.out / prof.name
-            if final.exists():  # the older folder goes into staging, which is removed below
-                os.replace(final, staging / f".old-{prof.name}")
-            os.replace(staging / prof.name, final)
+        passed = all(d["passed"] for d in device_summaries)
+        first = assignments[profiles[0].name]
+        summary = _run_header(spec, dataset, request.command) | {
+            "mode": "fixed plan" if request.plan_settings is None else "planned for the budgets",
+            "plan": first.plan.to_dict() | {"targets": list(targets)},
+            "skipped_targets": skipped,
+            "pruning": first.prune_summary.to_dict(),
+            "recovery": first.recovery.to_dict() if first.recovery else None,
+            "versions": _versions(),
+            "journal": journal.summary() if request.plan_settings is not None else None,
+            "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
+            "devices": device_summaries,
+            "passed": passed,
+        }
+        atomic_write_json(staging.folder / "build.json", summary)
+        write_report(staging.folder)
+        staging.swap_in()  # build.json, report.html and every device folder replace the old output in one step
+    except Exception as exc:
+        raise_if_no_space(exc, request.out)
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.discard()
 
-    passed = all(d["passed"] for d in device_summaries)
-    first = assignments[profiles[0].name]
-    summary = _run_header(spec, dataset, request.command) | {
-        "mode": "fixed plan" if request.plan_settings is None else "planned for the budgets",
-        "plan": first.plan.to_dict() | {"targets": list(targets)},
-        "skipped_targets": skipped,
-        "pruning": first.prune_summary.to_dict(),
-        "recovery": first.recovery.to_dict() if first.recovery else None,
-        "versions": _versions(),
-        "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
-        "devices": device_summaries,
-        "passed": passed,
-    }
-    atomic_write_json(request.out / "build.json", summary)
+    if request.plan_settings is not None:
+        journal.remove()  # the build is whole: nothing left to resume
     results = {
         d["device"]: DeviceResult(d["device"], request.out / d["dir"], assignments[d["device"]].plan,
                                   tuple(device_reports[d["device"]]), d["passed"], d["planning"])
@@ -477,25 +547,25 @@ def _recipe(spec: ModelSpec, prof: DeviceProfile, job: _Assignment, measured: Me
 
 
 def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profiles: list[DeviceProfile],
-                 assignments: dict[str, _Assignment], staging: Path, skipped: dict[str, str]) -> BuildResult:
-    """`edgeprune plan`: each device's plan.yaml moved into place whole, and plan.json beside them."""
+                 assignments: dict[str, _Assignment], folder: Path, skipped: dict[str, str],
+                 journal: Journal) -> BuildResult:
+    """`edgeprune plan`: each device's plan.yaml and plan.json beside them, written into `folder` (the staging
+    folder the caller swaps in)."""
     devices = []
     for prof in profiles:
         job = assignments[prof.name]
-        device_dir = staging / prof.name
+        device_dir = folder / prof.name
         device_dir.mkdir()
         write_plan_yaml(device_dir / "plan.yaml", _recipe(spec, prof, job, job.measurement))
         devices.append({"device": prof.name, "dir": prof.name, "plan": job.plan.to_dict(), "planning": job.planning})
-        final = request.out / prof.name
-        final.mkdir(exist_ok=True)
-        os.replace(device_dir / "plan.yaml", final / "plan.yaml")
     summary = _run_header(spec, dataset, request.command) | {
         "skipped_targets": skipped,
         "versions": _versions(),
+        "journal": journal.summary(),
         "devices": devices,
         "passed": True,
     }
-    atomic_write_json(request.out / "plan.json", summary)
+    atomic_write_json(folder / "plan.json", summary)
     results = {p.name: DeviceResult(p.name, request.out / p.name, assignments[p.name].plan, (), True,
                                     assignments[p.name].planning) for p in profiles}
     return BuildResult(summary=summary, passed=True, devices=results, out=request.out)

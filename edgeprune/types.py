@@ -220,6 +220,12 @@ class Measurement:
         out["size_mb"] = round(self.size_bytes / 1e6, 6)
         return out
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        """A measurement read back from `to_dict`'s form (a journal): timings and figures, no outputs."""
+        fields = {k: v for k, v in d.items() if k != "size_mb"}
+        return cls(**fields, outputs=np.empty((0,), dtype=np.float32))
+
 
 @dataclass(frozen=True)
 class Quality:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from edgeprune.autoplan import PlanSettings
+from edgeprune.planner.settings import PlanSettings
 from edgeprune.errors import BudgetInfeasibleError
 from edgeprune.pipeline import BuildRequest, build
 

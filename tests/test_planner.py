@@ -12,10 +12,12 @@ import yaml
 
 import numpy as np
 
-from edgeprune.autoplan import Correction, _measured_figures, _no_faster_with_more_threads
+from edgeprune.limits import Costs, Limits
+from edgeprune.planner.correction import Correction
+from edgeprune.planner.device_search import measured_figures, no_faster_with_more_threads
 from edgeprune.cli import main
 from edgeprune.planner import Candidate, SearchSpace, make_buckets, pareto_front
-from edgeprune.planner.search import Costs, Limits, greedy, is_uniform, uniform
+from edgeprune.planner.search import greedy, is_uniform, uniform
 from edgeprune.planner.sensitivity import Sensitivity
 from edgeprune.planner.space import thread_options
 from edgeprune.profiles import load_profile
@@ -119,21 +121,21 @@ def test_a_plan_is_judged_by_the_upper_end_of_its_latency_interval():
     blocks = {"block_p50_ms": [0.2, 0.31, 0.19], "block_p90_ms": [0.3, 0.45, 0.28]}
     timing = {"p50_ci95_ms": [0.19, 0.3], "p90_ci95_ms": [0.28, 0.45], "multimodal": True,
               "modes": [{"center_ms": 0.2, "share": 0.7}, {"center_ms": 0.31, "share": 0.3}]}
-    got = _measured_figures(measured(blocks, timing), "p50")
+    got = measured_figures(measured(blocks, timing), "p50")
     assert (got["latency_ms"], got["latency_point_ms"], got["latency_low_ms"]) == (0.3, 0.2, 0.19)
     assert got["latency_modes_ms"] == [0.2, 0.31] and got["model_size_mb"] == 0.001
-    assert _measured_figures(measured(blocks, timing), "p90")["latency_ms"] == 0.45
+    assert measured_figures(measured(blocks, timing), "p90")["latency_ms"] == 0.45
     # without a bootstrap interval: the slowest and fastest blocks; one block (--blocks 1): its own figures
-    assert _measured_figures(measured(blocks), "p50")["latency_ms"] == 0.31  # not the median, 0.2
-    assert _measured_figures(measured({}), "p50")["latency_ms"] == 0.2
-    assert _measured_figures(measured({}), "p90")["latency_ms"] == 0.3
+    assert measured_figures(measured(blocks), "p50")["latency_ms"] == 0.31  # not the median, 0.2
+    assert measured_figures(measured({}), "p50")["latency_ms"] == 0.2
+    assert measured_figures(measured({}), "p90")["latency_ms"] == 0.3
 
 
 def test_a_thread_count_no_faster_than_fewer_threads_is_left_out():
     anchored = {("executorch", "fp32", 1): 0.09, ("executorch", "fp32", 2): 0.13,  # the second thread only contends
                 ("executorch", "int8", 1): 0.05, ("executorch", "int8", 2): 0.03, ("executorch", "int8", 4): 0.031,
                 ("tflite", "int8", 2): 0.2}
-    dropped = _no_faster_with_more_threads(anchored)
+    dropped = no_faster_with_more_threads(anchored)
     assert set(dropped) == {("executorch", "fp32", 2), ("executorch", "int8", 4)}
     assert "0.13 ms, no faster than 0.09 ms" in dropped[("executorch", "fp32", 2)]
     assert "0.031 ms, no faster than 0.03 ms" in dropped[("executorch", "int8", 4)]

@@ -90,7 +90,8 @@ def test_apply_recovers_the_planners_weights(tmp_path, labelled):
     planner fine-tuned for it, with labelled data and without (there both distil on what `recover` picks)."""
     from edgeprune._progress import Steps
     from edgeprune._torch import torch_threads
-    from edgeprune.autoplan import Planner, PlanSettings
+    from edgeprune.evaluator import planner_for
+    from edgeprune.planner import PlanSettings
     from edgeprune.data import dataset_from_arrays, load_data
     from edgeprune.pipeline import BuildRequest, _fixed_plan
     from edgeprune.planner import Candidate
@@ -106,8 +107,7 @@ def test_apply_recovers_the_planners_weights(tmp_path, labelled):
     else:
         data = load_data(None, digits.INPUT_SHAPE)  # generated inputs: no labels, no train split
     settings = PlanSettings(schemes=("fp32",), importances=("fpgm",), threads=1, finetune_epochs=2, seed=3)
-    with torch_threads(1):
-        planner = Planner(spec, data, settings)
+    with torch_threads(1), planner_for(spec, data, settings) as planner:
         space = planner.space(("executorch",), ("fp32",), load_profile("host"))
         keep = tuple(0.5 if i % 2 else 0.75 for i in range(len(space.buckets)))
         planned = planner.tuned(space, (keep, "fpgm"))

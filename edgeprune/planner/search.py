@@ -14,52 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from edgeprune.errors import ConfigError, MissingDependencyError
+from edgeprune.limits import Costs, Limits
 from edgeprune.planner.space import Candidate, SearchSpace
-
-
-@dataclass(frozen=True)
-class Costs:
-    """Costs of one candidate on one device: each is the figure the budget of the same name judges."""
-
-    latency_ms: float
-    model_size_mb: float
-    peak_memory_mb: float
-    energy_mj: float
-
-    def ratios(self, limits: Limits) -> dict[str, float]:
-        """Cost / budget for every budget that is set (1.0 = exactly at the limit)."""
-        out = {}
-        for name in ("latency_ms", "model_size_mb", "peak_memory_mb", "energy_mj"):
-            limit = getattr(limits, name)
-            if limit is not None:
-                out[name] = getattr(self, name) / limit
-        return out
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The budgets a plan must meet (None: no limit); the latency limit is for the profile's percentile."""
-
-    latency_ms: float | None = None
-    model_size_mb: float | None = None
-    peak_memory_mb: float | None = None
-    energy_mj: float | None = None
-
-    def binding(self, costs: Costs) -> tuple[str, float]:
-        """(budget, cost / limit) of the tightest budget; ('', 0.0) when no budget is set."""
-        ratios = costs.ratios(self)
-        if not ratios:
-            return "", 0.0
-        name = max(ratios, key=ratios.__getitem__)
-        return name, ratios[name]
-
-    def excess(self, costs: Costs, margin: float = 0.0) -> float:
-        """How far over its budgets a plan is: the sum of (cost / limit) above 1 - margin; 0 when all are met."""
-        return sum(max(0.0, r - (1.0 - margin)) for r in costs.ratios(self).values())
-
-    def met(self, costs: Costs, margin: float = 0.0) -> bool:
-        """Every budget met with `margin` to spare (0.05: within 95% of each limit)."""
-        return all(r <= 1.0 - margin for r in costs.ratios(self).values())
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ fine-tuning, which the second tier measures.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,26 +51,23 @@ class Sensitivity:
         }
 
 
+def probes(buckets: int, probe_keeps: tuple[float, ...] = PROBE_KEEPS) -> list[tuple[float, ...]]:
+    """The keep tuples an analysis scores: the dense model first, then each bucket alone at each probe ratio."""
+    dense = tuple(1.0 for _ in range(buckets))
+    return [dense] + [tuple(keep if i == b else 1.0 for i in range(buckets))
+                      for b in range(buckets) for keep in probe_keeps]
+
+
 def analyse(
     space: SearchSpace,
-    accuracy_of: Callable[[tuple[float, ...]], float],
+    score_all: Callable[[list[tuple[float, ...]]], list[float]],
     probe_keeps: tuple[float, ...] = PROBE_KEEPS,
-    progress: Callable[[int, int], None] | None = None,
 ) -> Sensitivity:
-    """Score the dense model and each bucket alone at each probe keep ratio with `accuracy_of(keep tuple)`."""
-    import time
-
+    """Score the dense model and each bucket alone at each probe keep ratio with `score_all(keep tuples)` (one call,
+    so the caller may spread the evaluations over workers)."""
     start = time.perf_counter()
     n = len(space.buckets)
-    dense = accuracy_of(tuple(1.0 for _ in range(n)))
-    total = n * len(probe_keeps)
-    table = []
-    for b in range(n):
-        row = []
-        for keep in probe_keeps:
-            keeps = tuple(keep if i == b else 1.0 for i in range(n))
-            row.append(accuracy_of(keeps))
-            if progress is not None:
-                progress(b * len(probe_keeps) + len(row), total)
-        table.append(tuple(row))
-    return Sensitivity(dense, tuple(probe_keeps), tuple(table), time.perf_counter() - start)
+    scores = score_all(probes(n, probe_keeps))
+    per = len(probe_keeps)
+    table = tuple(tuple(scores[1 + b * per : 1 + (b + 1) * per]) for b in range(n))
+    return Sensitivity(scores[0], tuple(probe_keeps), table, time.perf_counter() - start)

@@ -1,0 +1,172 @@
+"""The planner's evaluator: prunes a candidate, recovers it and scores it on the validation split.
+
+The planner (`edgeprune.planner`) chooses; this module does the work it chooses by, so the planner never prunes or
+trains by itself. The sensitivity analysis's many small evaluations (a stage pruned alone, BatchNorm re-estimated,
+scored on a validation subset) run through an `Executor`: in this process, a local process pool or a Ray cluster.
+Fine-tunes run here, one at a time (each already uses the cores it is given).
+
+`planner_for` wires an evaluator and a `Planner` together; it is what the pipeline, the benches and the tests call.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from edgeprune._progress import Steps
+from edgeprune.errors import ConfigError
+from edgeprune.executor import Executor, get_executor
+from edgeprune.planner.journal import Journal
+from edgeprune.planner.planner import Planner
+from edgeprune.planner.results import Tuned
+from edgeprune.planner.settings import PlanSettings
+from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
+from edgeprune.recover import RecoveryConfig, RecoverySummary, recover
+from edgeprune.types import ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
+
+
+def check_criteria(importances: Sequence[str]) -> None:
+    """Every importance criterion named is one pruning knows."""
+    unknown = [i for i in importances if i not in IMPORTANCE]
+    if unknown or not importances:
+        raise ConfigError(f"--importance {','.join(importances)}: choose from {', '.join(IMPORTANCE)}")
+
+
+def predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(as_tensor(x[i : i + batch_size])).argmax(1).numpy()
+                               for i in range(0, len(x), batch_size)])
+
+
+@dataclass(frozen=True)
+class _SensitivityJob:
+    """What every sensitivity evaluation needs, sent to each worker once."""
+
+    module: torch.nn.Module
+    example: torch.Tensor
+    calib: torch.Tensor
+    x: np.ndarray
+    y: np.ndarray
+
+
+def _score_pruned(job: _SensitivityJob, plan: Plan) -> float:
+    """Accuracy on the job's subset of the dense model pruned by `plan`, BatchNorm re-estimated, not fine-tuned."""
+    model = job.module
+    if plan.layer_keep_ratios:
+        model = pruned_architecture(job.module, job.example, plan)
+        recalibrate_bn(model, job.calib)
+        model.eval()
+    return float((predict_classes(model, job.x) == job.y).mean())
+
+
+class CandidateEvaluator:
+    """Prunes, recovers and scores candidates of one model on one data set's validation split."""
+
+    def __init__(self, spec: ModelSpec, dataset: Dataset, settings: PlanSettings):
+        check_criteria(settings.importances)
+        if dataset.val_x is None or len(dataset.val_x) == 0:
+            raise ConfigError(f"data '{dataset.source}' has no validation split to plan on; load it with "
+                              "edgeprune.data (load_data or dataset_from_arrays), which splits train/validation/test")
+        self.spec, self.dataset, self.settings = spec, dataset, settings
+        self.dense = spec.module
+        self.example = torch.zeros(spec.input_shape)
+        self.calib = as_tensor(dataset.calib_x)
+        # every choice is scored on the validation split; the test split stays held out for the report
+        self.val_x = dataset.val_x
+        dense_val = predict_classes(spec.module, self.val_x)
+        self.val_y = dataset.val_y if dataset.val_y is not None else dense_val
+        self.labelled = dataset.labelled
+        self.dense_accuracy = float((dense_val == self.val_y).mean())
+        n = min(settings.sensitivity_samples, len(self.val_x))
+        self._subset = np.random.default_rng(settings.seed).permutation(len(self.val_x))[:n]
+        self._executor: Executor | None = None
+
+    @property
+    def sensitivity_samples(self) -> int:
+        return len(self._subset)
+
+    @property
+    def workers(self) -> int:
+        """How many evaluations run at once (the executor's workers; it starts on first use)."""
+        return self._pool().workers
+
+    def _pool(self) -> Executor:
+        if self._executor is None:
+            s = self.settings
+            self._executor = get_executor(s.executor, workers=s.workers, address=s.ray_address)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+    def channel_groups(self) -> list[ChannelGroup]:
+        return channel_groups(self.dense, self.example)
+
+    def architecture(self, plan: Plan, recalibrate: bool = False) -> torch.nn.Module:
+        """The dense model pruned to `plan`'s shapes (untrained weights where pruned; the dense model itself for a
+        plan that prunes nothing), BatchNorm re-estimated when `recalibrate`."""
+        if not plan.layer_keep_ratios:
+            return self.dense
+        model = pruned_architecture(self.dense, self.example, plan)
+        if recalibrate:
+            recalibrate_bn(model, self.calib)
+            model.eval()
+        return model
+
+    def sensitivity_scores(self, plans: Sequence[Plan]) -> list[float]:
+        """Validation-subset accuracy of each plan applied alone (no fine-tune), run on the executor."""
+        job = _SensitivityJob(self.dense, self.example, self.calib, self.val_x[self._subset], self.val_y[self._subset])
+        return self._pool().map(_score_pruned, list(plans), shared=job)
+
+    def accuracy(self, model: torch.nn.Module) -> float:
+        return float((predict_classes(model, self.val_x) == self.val_y).mean())
+
+    def tune(self, plan: Plan, epochs: int) -> Tuned:
+        """`plan` pruned (BatchNorm re-estimated), fine-tuned `epochs` by `recover.recover` (what `apply` replays)
+        and scored on the validation split."""
+        model, summary = prune(self.dense, self.example, self.calib, plan)
+        recovery = None
+        if not plan.layer_keep_ratios:
+            model = self.dense
+        else:
+            recovery = recover(model, self.dense, self.dataset, epochs, self.settings.seed)
+        return Tuned(model, self.accuracy(model), summary, recovery)
+
+    # ------------------------------------------------------------------ journal form of a fine-tuned candidate
+    @staticmethod
+    def tuned_record(tuned: Tuned) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(weights, facts) of a fine-tuned candidate, for the journal."""
+        facts = {"accuracy": tuned.accuracy, "summary": tuned.summary.to_dict(),
+                 "recovery": tuned.recovery.to_dict() if tuned.recovery else None}
+        return tuned.model.state_dict(), facts
+
+    def tuned_from_record(self, plan: Plan, state: dict[str, torch.Tensor], facts: dict[str, Any]) -> Tuned:
+        model = self.architecture(plan)
+        model.load_state_dict(state)
+        model.eval()
+        s = facts["summary"]
+        summary = PruneSummary(**{**s, "channels": {k: tuple(v) for k, v in s["channels"].items()}})
+        recovery = None
+        if facts["recovery"] is not None:
+            r = {k: v for k, v in facts["recovery"].items() if k != "method"}
+            recovery = RecoverySummary(**{**r, "config": RecoveryConfig(**r["config"])})
+        return Tuned(model, facts["accuracy"], summary, recovery)
+
+
+@contextmanager
+def planner_for(spec: ModelSpec, dataset: Dataset, settings: PlanSettings, steps: Steps | None = None,
+                journal: Journal | None = None) -> Iterator[Planner]:
+    """A `Planner` for `spec` on `dataset`, its evaluator's executor shut down on exit."""
+    settings.check()
+    evaluator = CandidateEvaluator(spec, dataset, settings)
+    try:
+        yield Planner(evaluator, settings, steps, journal)
+    finally:
+        evaluator.close()
