@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import select
-import shutil
 import sys
 import tempfile
 import threading
@@ -22,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
+
+from edgeprune._io import atomic_copy
 
 LOG_NAME = "edgeprune.log"
 _THIRD_PARTY_LOGGERS = ("torch", "torch.utils._pytree", "torchao", "executorch", "torch_pruning", "absl", "tensorflow",
@@ -127,11 +128,21 @@ def run_log(verbose: bool = False) -> Iterator[Terminal]:
         os.close(saved_err)
 
 
-def keep_log(terminal: Terminal, folder: Path | None) -> Path | None:
-    """Move the run's log to `folder/edgeprune.log` (replacing an older one) when the folder exists; else drop it."""
-    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK):
-        terminal.log_path.unlink(missing_ok=True)
+def keep_log(terminal: Terminal, folder: Path | None, create: bool = False) -> Path | None:
+    """Put the run's log at `folder/edgeprune.log` atomically (replacing an older one) when the folder exists (or,
+    with `create`, once made); else drop it. A log that cannot be written (a full disk, a read-only folder) is
+    dropped: it must not hide the run's own outcome or error."""
+    try:
+        if folder is None:
+            return None
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            return None
+        final = folder / LOG_NAME
+        atomic_copy(terminal.log_path, final)
+        return final
+    except OSError:
         return None
-    final = folder / LOG_NAME
-    shutil.move(str(terminal.log_path), final)
-    return final
+    finally:
+        terminal.log_path.unlink(missing_ok=True)

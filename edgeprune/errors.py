@@ -70,3 +70,10 @@ class InternalError(EdgepruneError):
     """A bug in edgeprune (or a library it drives), not a problem with the user's input."""
 
     exit_code = 1
+
+
+class OutputError(EdgepruneError):
+    """The output folder's filesystem cannot take the build (full disk, quota or file size limit): the message names
+    the folder and the fix; the previous output is left as it was. Exit 2, like a bad output folder."""
+
+    exit_code = 2
