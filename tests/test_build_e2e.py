@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import pathlib
 
@@ -26,14 +24,10 @@ def sha256(path: pathlib.Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def int8_build(tmp_path_factory, digits_model):
-    """The issue's acceptance command: digits on host, half the channels pruned, static int8."""
-    out = tmp_path_factory.mktemp("int8") / "dist"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(["build", "--model", "examples:digits", "--device", "host", "--prune", "0.5", "--quant", "int8",
-                     "--out", str(out), "--json", "--runs", "30", "--warmup", "5"])
-    return code, json.loads(buf.getvalue()), out
+def int8_build(digits_int8_build):
+    """The issue's acceptance command: digits on host (and two phones), half the channels pruned, static int8, 3 blocks
+    of 30 runs; the session's shared build (tests/conftest.py), which the integrate tests read too."""
+    return digits_int8_build
 
 
 def by_target(manifest: dict) -> dict[str, dict]:
@@ -133,10 +127,9 @@ def test_every_target_the_host_supports_is_built_loaded_and_parity_checked(int8_
     assert session.get_inputs()[0].shape == [1, 1, 8, 8]
 
 
-def test_fleet_fp32_build_never_passes_a_phone_budget_on_a_host_measurement(tmp_path, capsys, digits_model):
-    out = tmp_path / "dist"
-    code, summary = build(capsys, out, "--model", "examples:digits", "--device", "pixel-8", "--device", "host",
-                          "--target", "executorch")
+def test_fleet_fp32_build_never_passes_a_phone_budget_on_a_host_measurement(digits_fp32_build):
+    # `build --model examples:digits --device pixel-8 --device host --target executorch`, shared (tests/conftest.py)
+    code, summary, out = digits_fp32_build
     assert {d["device"] for d in summary["devices"]} == {"pixel-8", "host"}
     phone = json.loads((out / "pixel-8" / "manifest.json").read_text())
     host = json.loads((out / "host" / "manifest.json").read_text())

@@ -77,13 +77,10 @@ def test_shift_augmentation_moves_by_at_most_one_pixel():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("digits-cache")
-    calls: list[tuple[int, int]] = []
-    start = time.perf_counter()
-    model = digits.load_trained(cache_dir=cache, progress=lambda e, n: calls.append((e, n)))
-    seconds = time.perf_counter() - start
-    return {"model": model, "cache": cache, "seconds": seconds, "progress": calls}
+def trained(digits_training):
+    """The session's one real training run (tests/conftest.py): `load_trained` into an empty cache folder of its own,
+    with its progress calls and seconds recorded."""
+    return digits_training
 
 
 @pytest.mark.slow

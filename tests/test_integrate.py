@@ -13,21 +13,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from integrate_dist import built_dist  # noqa: E402
-
-from edgeprune import cli_integrate  # noqa: E402
-from edgeprune.errors import ConfigError  # noqa: E402
-from edgeprune.integrate import integrate_android, integrate_ios  # noqa: E402
-from edgeprune.integrate.android import NS, SocId, device_groups, load_soc_ids  # noqa: E402
-from edgeprune.profiles import builtin_profiles  # noqa: E402
+from edgeprune import cli_integrate
+from edgeprune.errors import ConfigError
+from edgeprune.integrate import integrate_android, integrate_ios
+from edgeprune.integrate.android import NS, SocId, device_groups, load_soc_ids
+from edgeprune.profiles import builtin_profiles
 
 pytestmark = pytest.mark.slow  # the shared build exports and measures three targets for three devices
 
@@ -44,8 +40,12 @@ PLAY_SELECTOR_CHILDREN = {
 
 
 @pytest.fixture(scope="session")
-def dist(tmp_path_factory) -> Path:
-    return built_dist(tmp_path_factory)
+def dist(digits_int8_build) -> Path:
+    """The shared build of tests/integrate_dist.py, made by the session fixture in tests/conftest.py (the same build
+    tests/test_build_e2e.py reads)."""
+    code, _, out = digits_int8_build
+    assert code in (0, 3)
+    return out
 
 
 def make_gradle_app(root: Path, kotlin: bool = True, properties: str | None = None) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -10,12 +12,11 @@ from edgeprune.cli import main
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, digits_model):
-    out = tmp_path_factory.mktemp("validate") / "dist"
-    code = main(["build", "--model", "examples:digits", "--device", "host", "--device", "pixel-8", "--target", "executorch",
-                 "--out", str(out), "--quiet", "--runs", "10", "--warmup", "2"])
+def built(tmp_path_factory, digits_fp32_build):
+    """This module's copy (validate appends to the manifests) of the session's digits build for host and pixel-8."""
+    code, _, dist = digits_fp32_build
     assert code in (0, 3)
-    return out
+    return Path(shutil.copytree(dist, tmp_path_factory.mktemp("validate") / "dist"))
 
 
 def test_validate_on_host_appends_a_judged_measurement(built, capsys):
