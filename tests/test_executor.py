@@ -135,3 +135,28 @@ def test_a_function_processes_cannot_receive_is_a_config_error():
             ex.map(lambda shared, x: x, [1], None)
         with pytest.raises(ConfigError, match="shared data of a process map cannot be pickled"):
             ex.map(square_plus, [1], {"k": lambda: 1})
+
+
+@pytest.mark.slow
+def test_a_planned_search_on_ray_gives_the_serial_plan(ray_executor, digits_model, tmp_path):
+    """The digits example planned for a size budget (predictions only, no fine-tunes, no accuracy budget, one scheme
+    and thread count: small) with its sensitivity analysis on the module's local Ray instance: the same plan,
+    sensitivity table and plan.yaml as with the serial executor."""
+    from edgeprune.api import PlanSettings, plan
+
+    def planned(executor: str) -> dict:
+        settings = PlanSettings(schemes=("int8",), importances=("l2",), threads=1, finetune_epochs=0, rank_epochs=0,
+                                top_k=2, sensitivity_samples=128, executor=executor)
+        result = plan("examples:digits", devices=["pixel-8"], targets=["executorch"], size_mb=0.12,
+                      max_accuracy_drop_pts=100, out=tmp_path / executor, plan=settings)
+        (device,) = result.summary["devices"]
+        return device["planning"]
+
+    on_ray, serial = planned("ray"), planned("serial")
+    assert on_ray["chosen"] == serial["chosen"]
+    assert any(k < 1.0 for k in on_ray["chosen"]["keep"].values())  # the budget made it prune
+    for table in (on_ray["sensitivity"]["l2"], serial["sensitivity"]["l2"]):
+        table.pop("seconds")
+    assert on_ray["sensitivity"] == serial["sensitivity"]
+    assert (tmp_path / "ray" / "pixel-8" / "plan.yaml").read_text() == \
+        (tmp_path / "serial" / "pixel-8" / "plan.yaml").read_text()
