@@ -5,7 +5,8 @@ and client, `remote_measure.py` with the real ExecuTorch runtime in the device's
 against a real `sshd` on 127.0.0.1. Nothing is mocked. Each measurement on these "devices" starts a Python that
 imports the runtime (several seconds here), so the suite is made small the way tests/test_cost_calibrate.py makes
 it small (`max_networks`, one target, one scheme) and its timing section shortened (one round of a few runs per
-network, no noise rounds between networks).
+network, no noise rounds between networks). The three calibrations here time the same reference and suite networks
+at the same thread count, so each network is exported once (`reuse_calibration_exports`, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _built_for_by_the_cli(out: Path, tmp_path: Path, capsys, user_models: str) -
 
 
 def test_calibrate_on_a_loopback_phone_survives_a_pulled_cable_and_resumes(
-    adb_server, plug, small_suite, tmp_path, capsys
+    adb_server, plug, small_suite, tmp_path, capsys, reuse_calibration_exports
 ):
     dev = plug()
     where = f"adb:{dev.serial}"
@@ -137,7 +138,7 @@ def test_calibrate_on_a_loopback_phone_survives_a_pulled_cable_and_resumes(
     _shown_by_the_cli(out, capsys)
 
 
-def test_calibrate_on_a_loopback_ssh_board(small_suite, tmp_path, capsys, user_models):
+def test_calibrate_on_a_loopback_ssh_board(small_suite, tmp_path, capsys, user_models, reuse_calibration_exports):
     out = tmp_path / "my-pi.yaml"
     with loopback_sshd(tmp_path / "sshd") as board:
         where = f"ssh:{board.target}"

@@ -34,8 +34,9 @@ class _Stop(Exception):
 
 
 @pytest.fixture(scope="module")
-def calibrated(tmp_path_factory):
-    """A one-target calibration interrupted after its first network, then resumed to the end."""
+def calibrated(tmp_path_factory, reuse_calibration_exports):
+    """A one-target calibration interrupted after its first network, then resumed to the end (the resumed run and the
+    noise test below time the reference network the first run exported: `reuse_calibration_exports`)."""
     out = tmp_path_factory.mktemp("cal") / "my-host.yaml"
     calls = []
 
@@ -99,7 +100,7 @@ def test_runtime_version_mismatch_is_reported(calibrated, tmp_path):
     assert any("recalibrate" in n for n in p.notes)
 
 
-def test_noisy_machine_is_refused(tmp_path):
+def test_noisy_machine_is_refused(tmp_path, reuse_calibration_exports):
     out = tmp_path / "noisy.yaml"
     with pytest.raises(CalibrationNoiseError) as info:
         run_calibration(host_profile(), ["executorch"], 1.0, out, schemes=("fp32",), noise_pct=60.0)

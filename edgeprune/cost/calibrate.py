@@ -476,9 +476,13 @@ class RunnerTimer(_Timer):
 
     def preflight(self, profile: DeviceProfile) -> None:
         """adb: the device is attached (else `DeviceError` naming the serial), and is not, by its model name,
-        another built-in profile's phone. ssh: the first measurement connects (with ssh's own ConnectTimeout) and
-        names the board if it fails."""
+        another built-in profile's phone. ssh: the board is read once (one ssh command, with ssh's own
+        ConnectTimeout; the measurements reuse what it read), so an unreachable board is a `DeviceError` naming it
+        before the reference network is exported."""
         if not self.where.startswith("adb:"):
+            facts = getattr(self.runner, "facts", None)
+            if callable(facts):
+                facts()
             return
         from edgeprune.profiles import builtin_profiles
         from edgeprune.runners.adb import read_device
