@@ -399,14 +399,11 @@ def test_battery_sampling_when_there_is_no_power_stats_hal(adb_server, plug, art
 
 
 @pytest.fixture(scope="module")
-def digits_build(tmp_path_factory, digits_model):
-    from edgeprune.cli import main
-
-    out = tmp_path_factory.mktemp("adb-cli") / "dist"
-    code = main(["build", "--model", "examples:digits", "--device", "host", "--device", "pixel-8", "--target", "executorch",
-                 "--out", str(out), "--quiet", "--runs", "5", "--warmup", "1"])
+def digits_build(tmp_path_factory, digits_fp32_build):
+    """This module's copy (validate appends to the manifests) of the session's digits build for host and pixel-8."""
+    code, _, dist = digits_fp32_build
     assert code in (0, 3)
-    return out
+    return Path(shutil.copytree(dist, tmp_path_factory.mktemp("adb-cli") / "dist"))
 
 
 def test_cli_lists_validates_and_pools_over_adb(adb_server, plug, digits_build, capsys):
@@ -420,10 +417,12 @@ def test_cli_lists_validates_and_pools_over_adb(adb_server, plug, digits_build, 
     listed = {d["serial"]: d for d in json.loads(capsys.readouterr().out)}
     assert listed[dev.serial]["matched_profile"] == "pixel-8" and listed[dev.serial]["soc"] == "Google Tensor G3"
 
-    main(["validate", str(digits_build / "host"), "--on", "host", "--runs", "3", "--warmup", "1", "--json"])
+    # one measurement block each (every block on the phone is one more remote_measure.py process)
+    main(["validate", str(digits_build / "host"), "--on", "host", "--runs", "3", "--warmup", "1", "--blocks", "1",
+          "--json"])
     (on_host,) = json.loads(capsys.readouterr().out)
     main(["validate", str(digits_build / "host"), "--on", f"adb:{dev.serial}", "--adb-port", port,
-          "--runs", "3", "--warmup", "1", "--threads", "1", "--json"])
+          "--runs", "3", "--warmup", "1", "--blocks", "1", "--threads", "1", "--json"])
     (on_phone,) = json.loads(capsys.readouterr().out)
     assert on_phone["measured"]["where"] == f"adb:{dev.serial}"
     assert set(on_phone["measured"]) >= set(on_host["measured"])
@@ -431,7 +430,7 @@ def test_cli_lists_validates_and_pools_over_adb(adb_server, plug, digits_build, 
 
     # adb:all matches the attached Pixel 8 to dist/pixel-8 by profile; the host build has no device to run on.
     main(["validate", str(digits_build), "--on", "adb:all", "--adb-port", port, "--runs", "3", "--warmup", "1",
-          "--threads", "1", "--json"])
+          "--blocks", "1", "--threads", "1", "--json"])
     (pooled,) = json.loads(capsys.readouterr().out)
     assert pooled["device"] == "pixel-8" and pooled["measured"]["where"] == f"adb:{dev.serial}"
     # Measured on the phone the budget belongs to: latency is judged, not left unverified.
@@ -459,7 +458,7 @@ def test_cli_build_on_the_phone_judges_the_phone_budget(adb_server, plug, digits
     dev = plug()
     code = main(["build", "--model", "examples:digits", "--device", "pixel-8", "--target", "executorch", "--out",
                  str(tmp_path / "dist"), "--on", f"adb:{dev.serial}", "--adb-port", str(adb_server.port),
-                 "--runs", "3", "--warmup", "1", "--json"])
+                 "--runs", "3", "--warmup", "1", "--blocks", "1", "--json"])  # 1 block: one remote process a measurement
     summary = json.loads(capsys.readouterr().out)
     manifest = json.loads((tmp_path / "dist" / "pixel-8" / "manifest.json").read_text())
     (art,) = manifest["artifacts"]

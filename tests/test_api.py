@@ -67,9 +67,10 @@ def _readme_main_command() -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_main_command_shows_no_third_party_output(tmp_path, cache_dir):
+def test_readme_main_command_shows_no_third_party_output(tmp_path, cache_dir, digits_model):
     """The README's main command in a real process: only edgeprune's progress and summary on the terminal (at most
-    100 columns), the converters' and runtimes' output in dist/edgeprune.log."""
+    100 columns), the converters' and runtimes' output in dist/edgeprune.log. (`digits_model`: the process loads the
+    session's trained example from the cache rather than training it again.)"""
     args = _readme_main_command()
     assert args[:3] == ["build", "--model", "examples:digits"], args
     env = os.environ | {"EDGEPRUNE_CACHE_DIR": str(cache_dir), "COLUMNS": "200"}

@@ -91,12 +91,14 @@ def served(emulated_root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory, digits_model):
-    """The digits model built for a Raspberry Pi 5 at fp32 and int8, for ExecuTorch, LiteRT and ONNX."""
+    """The digits model built for a Raspberry Pi 5 at fp32 and int8, for ExecuTorch, LiteRT and ONNX. Half the
+    channels are pruned: every validation runs all 359 evaluation inputs through each artifact under qemu, whose
+    time follows the model's MACs."""
     out = {}
     for scheme in ("fp32", "int8"):
         dist = tmp_path_factory.mktemp(f"digits-{scheme}")
-        code = main(["build", "--model", "examples:digits", "--device", DEVICE, "--prune", "0.25", "--quant", scheme,
-                     "--finetune-epochs", "2", "--out", str(dist), "--quiet", "--runs", "3", "--warmup", "1"])
+        code = main(["build", "--model", "examples:digits", "--device", DEVICE, "--prune", "0.5", "--quant", scheme,
+                     "--finetune-epochs", "1", "--out", str(dist), "--quiet", "--runs", "3", "--warmup", "1"])
         assert code in (0, 3)
         out[scheme] = dist / DEVICE
     return out
