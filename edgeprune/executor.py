@@ -183,7 +183,7 @@ class ThreadExecutor(Executor):
 # ------------------------------------------------------------------------------------------------------- process
 
 _WORKER_SHARED: dict[str, Any] = {}
-"""In a process or Ray worker: {token: shared} of the map call in progress (the one before is dropped)."""
+"""In a process or Ray worker: {digest: shared} of the data last loaded (the one before is dropped)."""
 
 
 def _shared_in_worker(token: str, load: Callable[[], Any]) -> Any:
@@ -194,7 +194,7 @@ def _shared_in_worker(token: str, load: Callable[[], Any]) -> Any:
 
 
 def _load_file(path: str) -> Any:
-    # The file was written by this user's own edgeprune process into a 0700 folder made for this map call.
+    # Written by this user's own edgeprune process into a 0700 folder of its executor (not user input).
     with open(path, "rb") as f:
         return pickle.load(f)
 
@@ -210,9 +210,9 @@ class ProcessExecutor(Executor):
     Workers start with the "forkserver" method, not "fork": forking a process whose torch has started its OpenMP
     and inter-op thread pools (every planner has run the model by then) copies locks held by threads that do not
     exist in the child, and a worker can hang on its first parallel op; Python 3.12+ warns about fork in a threaded
-    process for the same reason. "forkserver" forks each worker from a clean server process that has imported
-    torch and edgeprune once (preloaded), so a worker starts in ~0.1 s instead of the ~2-3 s a "spawn" worker spends
-    importing torch; bench/scale.py reports the start-up it costs.
+    process for the same reason. "forkserver" forks each worker from a clean server process that imports torch once
+    (preloaded): measured on a 2-core host, the first pool of a process started in ~1.9 s (the server's import) and
+    every later pool in ~0.03 s, where a "spawn" pool took ~2.9 s every time; bench/scale.py reports the start-up.
 
     `shared` is pickled once per map call into a private temporary file named by the digest of its bytes; each
     worker unpickles it once and keeps it while the digest stays the same, so map calls that pass the same data
