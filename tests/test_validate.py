@@ -71,12 +71,13 @@ def test_validate_on_a_loopback_ssh_board_gives_the_host_format(built, tmp_path_
 
     from sshd_loopback import loopback_sshd
 
-    main(["validate", str(built / "host"), "--on", "host", "--runs", "5", "--warmup", "1", "--json"])
+    # one measurement block each: every block on the board is one more ssh session starting remote_measure.py
+    main(["validate", str(built / "host"), "--on", "host", "--runs", "5", "--warmup", "1", "--blocks", "1", "--json"])
     (on_host,) = json.loads(capsys.readouterr().out)
     with loopback_sshd(tmp_path_factory.mktemp("sshd")) as board:
         code = main(["validate", str(built / "host"), "--on", f"ssh:{board.target}", "--identity", str(board.identity_file),
                      "--known-hosts", str(board.known_hosts), "--remote-python", sys.executable,
-                     "--runs", "5", "--warmup", "1", "--json"])
+                     "--runs", "5", "--warmup", "1", "--blocks", "1", "--json"])
     (on_board,) = json.loads(capsys.readouterr().out)
     assert code in (0, 3)
     assert on_board["measured"]["where"] == f"ssh:{board.target}"
