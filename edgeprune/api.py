@@ -23,7 +23,6 @@ from edgeprune.errors import ConfigError
 from edgeprune.pipeline import BuildRequest, BuildResult, build as _run_build
 from edgeprune.planner.recipe import read_plan_yaml
 from edgeprune.profiles import DeviceProfile, load_profile
-from edgeprune.report import write_report
 from edgeprune.planner.settings import PlanSettings
 
 ModelArg = Union[str, torch.nn.Module]
@@ -103,18 +102,17 @@ def _call_text(verb: str, model: ModelArg, devices: Sequence[str]) -> tuple[str,
 
 
 def _run(request: BuildRequest, progress: bool, verbose: bool) -> BuildResult:
+    """Run the build (the pipeline writes report.html into the output it swaps in) and keep the run's log at
+    `<out>/edgeprune.log`, also after a failed build: the previous output's other files stay as they were."""
     log_folder: Path | None = request.out
     with run_log(verbose) as term:
         try:
-            result = _run_build(request, Steps(enabled=progress, file=term.err))
-            if not request.plan_only:
-                write_report(request.out)
-            return result
+            return _run_build(request, Steps(enabled=progress, file=term.err))
         except ConfigError:
             log_folder = None  # bad input: nothing is written, not even the log
             raise
         finally:
-            keep_log(term, log_folder)
+            keep_log(term, log_folder, create=True)
 
 
 def build(

@@ -10,6 +10,7 @@ Fine-tunes run here, one at a time (each already uses the cores it is given).
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -41,6 +42,14 @@ def predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256
     with torch.no_grad():
         return np.concatenate([model(as_tensor(x[i : i + batch_size])).argmax(1).numpy()
                                for i in range(0, len(x), batch_size)])
+
+
+def _defined_interactively(model: torch.nn.Module) -> bool:
+    """Whether a layer's class lives only in an interactive session (a notebook's `__main__` has no file), where
+    process workers cannot import it: the analysis then runs in this process."""
+    main = sys.modules.get("__main__")
+    return getattr(main, "__file__", None) is None and any(
+        type(m).__module__ == "__main__" for m in model.modules())
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,8 @@ class CandidateEvaluator:
     def _pool(self) -> Executor:
         if self._executor is None:
             s = self.settings
-            self._executor = get_executor(s.executor, workers=s.workers, address=s.ray_address)
+            kind = "serial" if s.executor == "process" and _defined_interactively(self.dense) else s.executor
+            self._executor = get_executor(kind, workers=s.workers, address=s.ray_address)
         return self._executor
 
     def close(self) -> None:

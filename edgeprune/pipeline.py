@@ -392,7 +392,9 @@ def _fingerprint(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
     for array in (dataset.calib_x, dataset.val_x, dataset.val_y, dataset.train_x, dataset.train_y):
         digest.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
     assert request.plan_settings is not None
-    facts = {"model": spec.name, "input_shape": list(spec.input_shape), "settings": asdict(request.plan_settings),
+    settings = {k: v for k, v in asdict(request.plan_settings).items()
+                if k not in ("executor", "workers", "ray_address")}  # where work runs does not change its results
+    facts = {"model": spec.name, "input_shape": list(spec.input_shape), "settings": settings,
              "profiles": [p.model_dump(mode="json") for p in profiles], "targets": targets_by_device,
              "seed": request.seed, "on": request.on, "runs": [request.runs, request.warmup, request.blocks],
              "version": edgeprune.__version__}
@@ -509,6 +511,7 @@ def _build(
             "skipped_targets": skipped,
             "pruning": first.prune_summary.to_dict(),
             "recovery": first.recovery.to_dict() if first.recovery else None,
+            "seeds": _seeds(dataset, first.plan, first.recovery),
             "versions": _versions(),
             "journal": journal.summary() if request.plan_settings is not None else None,
             "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
@@ -537,7 +540,8 @@ def _build(
 def _recipe(spec: ModelSpec, prof: DeviceProfile, job: _Assignment, measured: Measurement | None) -> dict[str, Any]:
     return make_recipe(
         model=_model_block(spec), device=prof.name, plan=job.plan, channels=job.prune_summary.channels,
-        recovery=job.recovery.to_dict() if job.recovery else None,
+        # without the fine-tune's wall time (build.json has it): the same inputs and seed give the same plan.yaml
+        recovery={k: v for k, v in job.recovery.to_dict().items() if k != "seconds"} if job.recovery else None,
         predicted=(job.planning or {}).get("chosen", {}).get("predicted"),
         measured=None if measured is None else {
             "latency_p50_ms": measured.latency_p50_ms, "latency_p90_ms": measured.latency_p90_ms,
@@ -558,8 +562,10 @@ def _write_plans(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
         device_dir.mkdir()
         write_plan_yaml(device_dir / "plan.yaml", _recipe(spec, prof, job, job.measurement))
         devices.append({"device": prof.name, "dir": prof.name, "plan": job.plan.to_dict(), "planning": job.planning})
+    first = assignments[profiles[0].name]
     summary = _run_header(spec, dataset, request.command) | {
         "skipped_targets": skipped,
+        "seeds": _seeds(dataset, first.plan, first.recovery),
         "versions": _versions(),
         "journal": journal.summary(),
         "devices": devices,
@@ -673,6 +679,15 @@ def _manifest(
         "pruning": prune_summary.to_dict(),
         "recovery": recovery.to_dict() if recovery else None,
         "budget": profile.budget.model_dump() | {"energy_limit_mj": profile.energy_limit_mj},
+        "seeds": _seeds(dataset, reports[0].export.artifact.plan, recovery),
+        "versions": _versions(),
         "artifacts": artifacts,
         "passed": all(r.verdict.passed for r in reports),
     }
+
+
+def _seeds(dataset: Dataset, plan: Plan, recovery: RecoverySummary | None) -> dict[str, int | None]:
+    """The seeds that decide the artifacts: the data split's, the plan's (pruning and, for a planned build, the
+    search) and the fine-tune's (None where none ran). The same inputs and seeds give the same artifacts wherever the
+    runtime's converter is deterministic (tests/test_determinism.py)."""
+    return {"split": dataset.split_seed, "plan": plan.seed, "recovery": recovery.config.seed if recovery else None}

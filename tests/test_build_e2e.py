@@ -41,7 +41,8 @@ def test_int8_build_writes_pte_manifest_and_build_json(int8_build):
     assert summary["skipped_targets"] == {}
     assert (out / "host" / "manifest.json").is_file()
     assert json.loads((out / "build.json").read_text()) == summary
-    assert not list(out.glob(".staging-*")), "staging folder left behind"
+    assert not list(out.glob(".staging-*")) and not list(out.parent.glob(f".{out.name}.staging-*")), \
+        "staging folder left behind"
 
 
 def test_manifest_matches_the_file_and_the_plan(int8_build):
@@ -174,4 +175,4 @@ def test_rebuild_replaces_the_device_folder_whole(tmp_path, capsys, user_models)
     (out / "host" / "stale.txt").write_text("left from an older build")
     build(capsys, out, "--model", "user_models:tiny", "--prune", "0.5", "--target", "onnx")
     assert not (out / "host" / "stale.txt").exists()
-    assert not list(out.glob(".staging-*"))
+    assert not list(out.parent.glob(f".{out.name}.staging-*"))

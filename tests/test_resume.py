@@ -22,7 +22,8 @@ from edgeprune.types import Measurement
 # pixel-8 planned on this machine stands on predictions (a laptop's timings do not count for the phone), so two runs
 # of one search are identical and a resumed plan can be compared with an uninterrupted one exactly
 PLAN = ["plan", "--model", "examples:digits", "--device", "pixel-8", "--target", "executorch", "--size-mb", "0.1",
-        "--schemes", "fp32,int8", "--importance", "fpgm", "--executor", "serial", "--quiet"]
+        "--schemes", "fp32,int8", "--importance", "fpgm", "--rank-epochs", "1", "--finetune-epochs", "2",
+        "--executor", "serial", "--quiet"]
 
 
 def _cli(*args: str) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from edgeprune._io import atomic_write_bytes
 from edgeprune.profiles import CostModel, CpuCluster, DeviceProfile, KernelCoefficients, LatencyCoefficients
 
 EFFICIENCY = {
@@ -234,7 +235,7 @@ def write_estimates(paths: Sequence[str], date: str) -> None:
         section = cost_model_yaml(estimated_cost_model(prof, date))
         new = text.rstrip("\n") + "\n" + section
         parse_profile(new, path.name)  # must still load
-        path.write_text(new)
+        atomic_write_bytes(path, new.encode())
 
 
 if __name__ == "__main__":  # python -m edgeprune.cost.estimate device_profiles/*.yaml
