@@ -134,6 +134,8 @@ def optuna_search(
     same study and another search never reuses it. The sampler's seed is `seed` plus the trials already in the
     study (a resumed or late worker does not repeat the first worker's proposals); with no other worker the search
     is as deterministic as without storage."""
+    import re
+
     try:
         import optuna
     except ImportError as exc:  # pragma: no cover - the extra is part of the test install
@@ -167,15 +169,21 @@ def optuna_search(
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.NSGAIISampler(seed=seed))
     else:
         name = study_name or _study_name(space, limits, margin)
-        try:
-            study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name=name,
-                                        load_if_exists=True)
-            done = len(study.get_trials(deepcopy=False))
-        except Exception as exc:  # noqa: BLE001 - optuna and SQLAlchemy raise many types for a bad URL or database
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"--storage '{storage}' cannot be opened as an Optuna study '{name}' ({detail}); give "
-                              "sqlite:///PATH/TO/FILE.db in an existing folder or a database URL Optuna accepts "
-                              "(postgresql://USER@HOST/DB)") from None
+        for attempt in range(4):
+            try:
+                study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name=name,
+                                            load_if_exists=True)
+                done = len(study.get_trials(deepcopy=False))
+                break
+            except Exception as exc:  # noqa: BLE001 - optuna and SQLAlchemy raise many types for a bad URL or database
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                # workers opening a new database at once race to create its tables, or to create the study
+                if attempt < 3 and re.search(r"already exists|database is locked|UNIQUE constraint", detail):
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise ConfigError(f"--storage '{storage}' cannot be opened as an Optuna study '{name}' ({detail}); "
+                                  "give sqlite:///PATH/TO/FILE.db in an existing folder or a database URL Optuna "
+                                  "accepts (postgresql://USER@HOST/DB)") from None
         study.sampler = optuna.samplers.NSGAIISampler(seed=seed + done)
     for start in space.starts():  # seed the population with the dense plans (the criterion changes nothing there)
         if start.importance != space.importances[0]:
