@@ -268,7 +268,8 @@ class ProcessExecutor(Executor):
         except BrokenProcessPool as exc:
             self.close()
             raise DeviceError(f"a worker of the process pool ({self.workers} workers) died ({exc}); it may have "
-                              "run out of memory: use fewer --workers, or --executor serial") from None
+                              "run out of memory (use fewer --workers, or --executor serial), or a script calling "
+                              "edgeprune lacks `if __name__ == \"__main__\":` around its top-level code") from None
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             for f in futures:
                 f.cancel()
