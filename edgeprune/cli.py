@@ -82,7 +82,7 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=_positive_float, help="seconds the search may take (default: no limit)")
     p.add_argument("--threads", type=int,
                    help="thread count of the plan (default: search 1, 2, 4, ... up to the profile's default_threads)")
-    p.add_argument("--executor", default="process", choices=("serial", "process", "ray"),
+    p.add_argument("--executor", choices=("serial", "process", "ray"),
                    help="where the sensitivity analysis runs: serial (this process), process (a local pool, the "
                         "default), ray (a Ray cluster)")
     p.add_argument("--workers", type=int, help="executor workers (default: one per core, or the Ray cluster's CPUs)")

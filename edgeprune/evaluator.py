@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -50,6 +51,21 @@ def _defined_interactively(model: torch.nn.Module) -> bool:
     main = sys.modules.get("__main__")
     return getattr(main, "__file__", None) is None and any(
         type(m).__module__ == "__main__" for m in model.modules())
+
+
+def _executor_kind(asked: str | None, model: torch.nn.Module) -> str:
+    """The executor to run on: `asked`, or (None) a process pool where its workers can start safely, else this
+    process. Process workers import the main module again: by name when the program runs as a module (`edgeprune`,
+    `python -m ...`), harmless; by path for a script, which re-runs an unguarded script's top level. A model whose
+    layers were defined in a notebook cannot travel to them at all."""
+    if _defined_interactively(model) and asked in (None, "process"):
+        return "serial"
+    if asked is not None:
+        return asked
+    main = sys.modules.get("__main__")
+    by_name = getattr(getattr(main, "__spec__", None), "name", None) is not None
+    console_script = Path(getattr(main, "__file__", "") or "").name == "edgeprune"
+    return "process" if by_name or console_script else "serial"
 
 
 @dataclass(frozen=True)
@@ -107,8 +123,8 @@ class CandidateEvaluator:
     def _pool(self) -> Executor:
         if self._executor is None:
             s = self.settings
-            kind = "serial" if s.executor == "process" and _defined_interactively(self.dense) else s.executor
-            self._executor = get_executor(kind, workers=s.workers, address=s.ray_address)
+            self._executor = get_executor(_executor_kind(s.executor, self.dense), workers=s.workers,
+                                          address=s.ray_address)
         return self._executor
 
     def close(self) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeprune.errors import ConfigError
+from edgeprune.executor import EXECUTORS
 
 SCHEME_PREFERENCE = ("fp32", "fp16", "int8-dynamic", "int8")
 """At equal estimated accuracy, the scheme that loses least to rounding wins."""
 STRATEGIES = ("greedy", "optuna")
 OBJECTIVES = ("accuracy", "latency")
-EXECUTORS = ("serial", "process", "ray")
-"""Where candidate evaluations run (`edgeprune.executor.get_executor`)."""
 
 
 @dataclass(frozen=True)
@@ -39,8 +38,11 @@ class PlanSettings:
     sensitivity_samples: int = 512
     optuna_trials: int = 150
     seed: int = 0
-    executor: str = "process"
-    """Where the sensitivity analysis runs: 'serial' (this process), 'process' (a local pool), 'ray' (a cluster)."""
+    executor: str | None = None
+    """Where the sensitivity analysis runs: 'serial' (this process), 'process' (a local pool), 'ray' (a cluster).
+    None: a local pool when that is safe (the CLI, or any program run as a module), else this process: a pool's
+    workers import the main script again, which re-runs an unguarded script's top-level code; ask for 'process'
+    explicitly from a script whose entry point is under `if __name__ == "__main__":`."""
     workers: int | None = None
     """Executor workers; None: one per core (local pool) or what the Ray cluster offers."""
     ray_address: str | None = None
@@ -67,9 +69,11 @@ class PlanSettings:
         if self.rank_epochs < 0 or self.finetune_epochs < 0:
             raise ConfigError(f"--rank-epochs {self.rank_epochs} and --finetune-epochs {self.finetune_epochs} "
                               "must be >= 0")
-        if self.executor not in EXECUTORS:
+        if self.executor is not None and self.executor not in EXECUTORS:
             raise ConfigError(f"--executor {self.executor} is unknown; choose one of: {', '.join(EXECUTORS)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"--workers {self.workers} must be >= 1")
         if self.ray_address is not None and self.executor != "ray":
             raise ConfigError(f"--ray-address {self.ray_address} needs --executor ray")
+        if self.storage is not None and self.strategy != "optuna":
+            raise ConfigError(f"--storage {self.storage} is an Optuna study: it needs --strategy optuna")

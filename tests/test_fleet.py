@@ -1,0 +1,53 @@
+"""A fleet shares its planner: one sensitivity analysis for every device, and one fine-tune per pruned model however
+many devices choose it. Real evaluations (pruning, BatchNorm, fine-tunes), counted."""
+
+from __future__ import annotations
+
+import torch
+
+from edgeprune.data import load_data
+from edgeprune.evaluator import CandidateEvaluator
+from edgeprune.examples import digits
+from edgeprune.planner import Planner, PlanSettings
+from edgeprune.profiles import load_profile
+from edgeprune.types import ModelSpec
+
+
+class _Counting(CandidateEvaluator):
+    """The real evaluator, counting the work it is asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scored: list[int] = []
+        self.tuned: list[tuple] = []
+
+    def sensitivity_scores(self, plans):
+        self.scored.append(len(plans))
+        return super().sensitivity_scores(plans)
+
+    def tune(self, plan, epochs):
+        self.tuned.append((tuple(sorted(plan.layer_keep_ratios.items())), plan.importance, epochs))
+        return super().tune(plan, epochs)
+
+
+def test_a_second_device_reuses_the_first_devices_sensitivity_and_fine_tunes(digits_model):
+    spec = ModelSpec("examples:digits", "digits", digits_model, digits.INPUT_SHAPE, "none")
+    settings = PlanSettings(schemes=("int8",), importances=("fpgm",), threads=1, rank_epochs=1, finetune_epochs=2,
+                            executor="serial")
+    evaluator = _Counting(spec, load_data("examples:digits", digits.INPUT_SHAPE), settings)
+    planner = Planner(evaluator, settings)
+    budget = {"model_size_mb": 0.12, "max_accuracy_drop_pct": 100.0}  # sharing, not accuracy, is tested here
+    first_phone = load_profile("pixel-8").with_budget(**budget)
+    first = planner.plan_device(first_phone, ("executorch",), None, "host")  # predicted: host is not the phone
+    scored, tuned = sum(evaluator.scored), len(evaluator.tuned)
+    assert scored == 1 + 3 * len(planner.buckets)  # the dense model, then each stage alone at three keep ratios
+    assert tuned >= 2  # the candidates ranked briefly, and the chosen one in full
+
+    # another phone with the same size budget: the size of a file does not depend on the phone, so the same plan
+    second = planner.plan_device(load_profile("pixel-7a").with_budget(**budget), ("executorch",), None, "host")
+    assert sum(evaluator.scored) == scored, "the second device ran a sensitivity analysis of its own"
+    assert second.sensitivity["fpgm"] is first.sensitivity["fpgm"]
+    assert second.candidate.prune_key == first.candidate.prune_key
+    assert len(evaluator.tuned) == tuned, "a pruned model both devices chose was fine-tuned twice"
+    assert second.tuned.model is first.tuned.model
+    assert torch.equal(next(second.tuned.model.parameters()), next(first.tuned.model.parameters()))
