@@ -3,7 +3,8 @@
 The planner (`edgeprune.planner`) chooses; this module does the work it chooses by, so the planner never prunes or
 trains by itself. The sensitivity analysis's many small evaluations (a stage pruned alone, BatchNorm re-estimated,
 scored on a validation subset) run through an `Executor`: in this process, a local process pool or a Ray cluster.
-Fine-tunes run here, one at a time (each already uses the cores it is given).
+The brief fine-tunes of the candidates a device ranks run there too, side by side when there are several workers;
+the chosen plan's full fine-tune runs here.
 
 `planner_for` wires an evaluator and a `Planner` together; it is what the pipeline, the benches and the tests call.
 """
@@ -89,6 +90,28 @@ def _score_pruned(job: _SensitivityJob, plan: Plan) -> float:
     return float((predict_classes(model, job.x) == job.y).mean())
 
 
+@dataclass(frozen=True)
+class _TuneJob:
+    """What every fine-tune needs, sent to each worker once."""
+
+    module: torch.nn.Module
+    example: torch.Tensor
+    calib: torch.Tensor
+    dataset: Dataset
+    val_x: np.ndarray
+    val_y: np.ndarray
+    seed: int
+
+
+def _tune_pruned(job: _TuneJob, item: tuple[Plan, int]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """`item`'s plan pruned and fine-tuned for its epochs by `recover` (as in this process); its weights and facts."""
+    plan, epochs = item
+    model, summary = prune(job.module, job.example, job.calib, plan)
+    recovery = recover(model, job.module, job.dataset, epochs, job.seed)
+    accuracy = float((predict_classes(model, job.val_x) == job.val_y).mean())
+    return CandidateEvaluator.tuned_record(Tuned(model, accuracy, summary, recovery))
+
+
 class CandidateEvaluator:
     """Prunes, recovers and scores candidates of one model on one data set's validation split."""
 
@@ -164,6 +187,12 @@ class CandidateEvaluator:
         else:
             recovery = recover(model, self.dense, self.dataset, epochs, self.settings.seed)
         return Tuned(model, self.accuracy(model), summary, recovery)
+
+    def tune_many(self, plans: Sequence[Plan], epochs: int) -> list[Tuned]:
+        """`tune` of each plan (each prunes something), run on the executor's workers side by side."""
+        job = _TuneJob(self.dense, self.example, self.calib, self.dataset, self.val_x, self.val_y, self.settings.seed)
+        records = self._pool().map(_tune_pruned, [(plan, epochs) for plan in plans], shared=job)
+        return [self.tuned_from_record(plan, state, facts) for plan, (state, facts) in zip(plans, records)]
 
     # ------------------------------------------------------------------ journal form of a fine-tuned candidate
     @staticmethod

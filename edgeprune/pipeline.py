@@ -444,6 +444,7 @@ def _build(
                         known_hosts=request.known_hosts, adb_port=request.adb_port)
 
     staging = open_staging(request.out)  # the whole output folder is assembled aside and swapped in at the end
+    journal: Journal | None = None  # a planned build's search journal (for --resume)
     try:
         exports = _Exports(staging.scratch, example, calib, dataset, runner, request, steps)
         if request.plan_settings is None:
@@ -455,6 +456,7 @@ def _build(
                                                                          targets_by_device), request.resume)
             assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports, journal)
         if request.plan_only:
+            assert journal is not None  # plan_only implies plan_settings
             planned = _write_plans(request, spec, dataset, profiles, assignments, staging.folder, skipped, journal)
             staging.swap_in()
             journal.remove()
@@ -513,7 +515,7 @@ def _build(
             "recovery": first.recovery.to_dict() if first.recovery else None,
             "seeds": _seeds(dataset, first.plan, first.recovery),
             "versions": _versions(),
-            "journal": journal.summary() if request.plan_settings is not None else None,
+            "journal": journal.summary() if journal is not None else None,
             "host": {"machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version()},
             "devices": device_summaries,
             "passed": passed,
@@ -527,7 +529,7 @@ def _build(
     finally:
         staging.discard()
 
-    if request.plan_settings is not None:
+    if journal is not None:
         journal.remove()  # the build is whole: nothing left to resume
     results = {
         d["device"]: DeviceResult(d["device"], request.out / d["dir"], assignments[d["device"]].plan,

@@ -336,6 +336,7 @@ class DeviceSearch:
         ranked = options[: self.settings.top_k]
         # the best uniform plan is always ranked too: a searched plan is chosen only if it beats it after fine-tuning
         ranked += [v for v in options if is_uniform(v.candidate)][:1]
+        self.planner.tune_all(self.space, [v.candidate.prune_key for v in ranked], brief=True)  # side by side
         scored = []
         for v in dict.fromkeys(ranked):
             tuned = self._tune_logged(v)

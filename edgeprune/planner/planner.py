@@ -146,6 +146,34 @@ class Planner:
                     self.journal.put_weights(*entry, *self.evaluator.tuned_record(cache[key]))
         return cache[key]
 
+    def tune_all(self, space: SearchSpace, keys: Sequence[PruneKey], brief: bool = False) -> None:
+        """`tuned` of every key, the ones not cached or journalled run on the evaluator's workers side by side (in
+        rounds of one per worker, each journalled as it comes back); nothing to do on a single worker."""
+        workers = self.evaluator.workers
+        epochs, cache = self.fine_tune_cache(brief)
+        todo = []
+        for key in dict.fromkeys(keys):
+            plan = self.plan_of(space, *key)
+            entry = ("tuned", [list(key[0]), key[1], epochs])
+            if key in cache or not plan.layer_keep_ratios:
+                continue
+            record = self.journal.get_weights(*entry) if self.journal else None
+            if record is not None:
+                cache[key] = self.evaluator.tuned_from_record(plan, *record)
+            else:
+                todo.append((key, plan, entry))
+        if workers < 2 or len(todo) < 2:
+            return  # one at a time, as `tuned` does
+        with self.steps.step(f"Fine-tuning {len(todo)} candidates briefly ({epochs} epochs) on {workers} workers",
+                             total=len(todo)) as update:
+            for at in range(0, len(todo), workers):
+                part = todo[at : at + workers]
+                for (key, _, entry), tuned in zip(part, self.evaluator.tune_many([p for _, p, _ in part], epochs)):
+                    cache[key] = tuned
+                    if self.journal:
+                        self.journal.put_weights(*entry, *self.evaluator.tuned_record(tuned))
+                update(at + len(part), len(todo))
+
     def fine_tune_cache(self, brief: bool) -> tuple[int, dict[PruneKey, Tuned]]:
         """(epochs, cache) of a brief or a full fine-tune; one cache when ranking already uses every epoch."""
         full = self.settings.finetune_epochs
