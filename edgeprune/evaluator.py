@@ -104,12 +104,21 @@ class _TuneJob:
 
 
 def _tune_pruned(job: _TuneJob, item: tuple[Plan, int]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """`item`'s plan pruned and fine-tuned for its epochs by `recover` (as in this process); its weights and facts."""
+    """`item`'s plan pruned and fine-tuned for its epochs (in a worker); its weights and facts."""
     plan, epochs = item
+    return CandidateEvaluator.tuned_record(_prune_and_recover(job, plan, epochs))
+
+
+def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int) -> Tuned:
+    """`plan` pruned (BatchNorm re-estimated), fine-tuned `epochs` by `recover.recover` (what `apply` replays) and
+    scored on the validation split; the unpruned model itself for a plan that prunes nothing."""
     model, summary = prune(job.module, job.example, job.calib, plan)
-    recovery = recover(model, job.module, job.dataset, epochs, job.seed)
-    accuracy = float((predict_classes(model, job.val_x) == job.val_y).mean())
-    return CandidateEvaluator.tuned_record(Tuned(model, accuracy, summary, recovery))
+    recovery = None
+    if not plan.layer_keep_ratios:
+        model = job.module
+    else:
+        recovery = recover(model, job.module, job.dataset, epochs, job.seed)
+    return Tuned(model, float((predict_classes(model, job.val_x) == job.val_y).mean()), summary, recovery)
 
 
 class CandidateEvaluator:
@@ -158,40 +167,28 @@ class CandidateEvaluator:
     def channel_groups(self) -> list[ChannelGroup]:
         return channel_groups(self.dense, self.example)
 
-    def architecture(self, plan: Plan, recalibrate: bool = False) -> torch.nn.Module:
-        """The dense model pruned to `plan`'s shapes (untrained weights where pruned; the dense model itself for a
-        plan that prunes nothing), BatchNorm re-estimated when `recalibrate`."""
+    def architecture(self, plan: Plan) -> torch.nn.Module:
+        """The dense model pruned to `plan`'s shapes (weights as pruning left them, BatchNorm not re-estimated: for
+        timing and tracing); the dense model itself for a plan that prunes nothing."""
         if not plan.layer_keep_ratios:
             return self.dense
-        model = pruned_architecture(self.dense, self.example, plan)
-        if recalibrate:
-            recalibrate_bn(model, self.calib)
-            model.eval()
-        return model
+        return pruned_architecture(self.dense, self.example, plan)
 
     def sensitivity_scores(self, plans: Sequence[Plan]) -> list[float]:
         """Validation-subset accuracy of each plan applied alone (no fine-tune), run on the executor."""
         job = _SensitivityJob(self.dense, self.example, self.calib, self.val_x[self._subset], self.val_y[self._subset])
         return self._pool().map(_score_pruned, list(plans), shared=job)
 
-    def accuracy(self, model: torch.nn.Module) -> float:
-        return float((predict_classes(model, self.val_x) == self.val_y).mean())
+    def _tune_job(self) -> _TuneJob:
+        return _TuneJob(self.dense, self.example, self.calib, self.dataset, self.val_x, self.val_y, self.settings.seed)
 
     def tune(self, plan: Plan, epochs: int) -> Tuned:
-        """`plan` pruned (BatchNorm re-estimated), fine-tuned `epochs` by `recover.recover` (what `apply` replays)
-        and scored on the validation split."""
-        model, summary = prune(self.dense, self.example, self.calib, plan)
-        recovery = None
-        if not plan.layer_keep_ratios:
-            model = self.dense
-        else:
-            recovery = recover(model, self.dense, self.dataset, epochs, self.settings.seed)
-        return Tuned(model, self.accuracy(model), summary, recovery)
+        """`plan` pruned, fine-tuned `epochs` and scored on the validation split, in this process."""
+        return _prune_and_recover(self._tune_job(), plan, epochs)
 
     def tune_many(self, plans: Sequence[Plan], epochs: int) -> list[Tuned]:
         """`tune` of each plan (each prunes something), run on the executor's workers side by side."""
-        job = _TuneJob(self.dense, self.example, self.calib, self.dataset, self.val_x, self.val_y, self.settings.seed)
-        records = self._pool().map(_tune_pruned, [(plan, epochs) for plan in plans], shared=job)
+        records = self._pool().map(_tune_pruned, [(plan, epochs) for plan in plans], shared=self._tune_job())
         return [self.tuned_from_record(plan, state, facts) for plan, (state, facts) in zip(plans, records)]
 
     # ------------------------------------------------------------------ journal form of a fine-tuned candidate
@@ -219,7 +216,6 @@ class CandidateEvaluator:
 def planner_for(spec: ModelSpec, dataset: Dataset, settings: PlanSettings, steps: Steps | None = None,
                 journal: Journal | None = None) -> Iterator[Planner]:
     """A `Planner` for `spec` on `dataset`, its evaluator's executor shut down on exit."""
-    settings.check()
     evaluator = CandidateEvaluator(spec, dataset, settings)
     try:
         yield Planner(evaluator, settings, steps, journal)

@@ -79,13 +79,13 @@ class DeviceSearch:
     def proxy(self, c: Candidate) -> float:
         return self.planner.sensitivity(self.space, c.importance).proxy_accuracy(c.keep)
 
-    def measure(self, c: Candidate, model, what: str, label: str) -> dict[str, Any]:
-        """Measure `c` (exported from `model`) on the device and learn from it; the figures it is judged by."""
+    def measure(self, c: Candidate, model, what: str, label: str) -> tuple[dict[str, Any], Measurement]:
+        """Measure `c` (exported from `model`) on the device and learn from it: the figures it is judged by, and the
+        measurement."""
         assert self.measure_fn is not None
         with self.planner.steps.step(label):
             m = self.planner.measured(self.measure_fn, self.space.to_plan(c), model, what, self.where)
-        self.last_measurement = m
-        return self.learn(c, m)
+        return self.learn(c, m), m
 
     def learn(self, c: Candidate, m: Measurement) -> dict[str, Any]:
         self.known.clear()
@@ -101,7 +101,7 @@ class DeviceSearch:
 
     def anchor(self, target: str, scheme: str, threads: int) -> dict[str, Any]:
         dense = self.space.dense(scheme, target, threads=threads)
-        got = self.measure(dense, self.planner.evaluator.dense, "dense",
+        got, _ = self.measure(dense, self.planner.evaluator.dense, "dense",
                            f"Measuring the unpruned model ({target}, {scheme}, {threads} threads) on {self.where}")
         self.anchored[(target, scheme, threads)] = got["latency_ms"]
         return got
@@ -169,8 +169,8 @@ class DeviceSearch:
                 self.round(round_no, cand, costs_dict(predicted), {}, False,
                            f"not measured: measurements on {self.where} do not count for {self.profile.name}")
                 break
-            got = self.measure(cand, tuned.model, "tuned", f"Round {round_no}: measuring {cand.label()} on {self.where}")
-            measurement = self.last_measurement
+            got, measurement = self.measure(cand, tuned.model, "tuned",
+                                            f"Round {round_no}: measuring {cand.label()} on {self.where}")
             met = limits.met_measured(got, headroom=s.margin / 2)
             denser = met and s.objective == "accuracy" and self._loose(got)
             if met:
@@ -255,7 +255,7 @@ class DeviceSearch:
         probe = min(fresh, key=lambda v: (self.limits.excess(self.costs(v.candidate), margin), -v.proxy_accuracy))
         probed.add(probe.candidate)
         model = self.planner.timing_model(self.space, probe.candidate.keep)  # timing needs no trained weights
-        got = self.measure(probe.candidate, model, "timing",
+        got, _ = self.measure(probe.candidate, model, "timing",
                            f"Round {round_no}: measuring the closest plan {probe.candidate.label()}")
         self.round(round_no, probe.candidate, costs_dict(probe.costs), got, self.limits.met_measured(got),
                    "predicted over budget: measured the closest plan, fed back into the correction, re-planning")
@@ -272,7 +272,7 @@ class DeviceSearch:
                     cand = Candidate(floor, scheme, target, space.importances[0], threads)
                     if cand in self.measured:
                         continue
-                    got = self.measure(cand, self.planner.timing_model(space, floor), "timing",
+                    got, _ = self.measure(cand, self.planner.timing_model(space, floor), "timing",
                                        f"Measuring the most aggressive plan {cand.label()} on {self.where}")
                     self.round(round_no, cand, {}, got, self.limits.met_measured(got),
                                "the most aggressive plan of the space, measured before any verdict")

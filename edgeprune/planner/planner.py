@@ -136,14 +136,8 @@ class Planner:
         epochs, cache = self.fine_tune_cache(brief)
         if key not in cache:
             plan = self.plan_of(space, *key)
-            entry = ("tuned", [list(key[0]), key[1], epochs])
-            record = self.journal.get_weights(*entry) if self.journal and plan.layer_keep_ratios else None
-            if record is not None:
-                cache[key] = self.evaluator.tuned_from_record(plan, *record)
-            else:
-                cache[key] = self.evaluator.tune(plan, epochs)
-                if self.journal and plan.layer_keep_ratios:
-                    self.journal.put_weights(*entry, *self.evaluator.tuned_record(cache[key]))
+            recorded = self._journalled(plan, key, epochs)
+            cache[key] = recorded or self._record(plan, key, epochs, self.evaluator.tune(plan, epochs))
         return cache[key]
 
     def tune_all(self, space: SearchSpace, keys: Sequence[PruneKey], brief: bool = False) -> None:
@@ -154,25 +148,35 @@ class Planner:
         todo = []
         for key in dict.fromkeys(keys):
             plan = self.plan_of(space, *key)
-            entry = ("tuned", [list(key[0]), key[1], epochs])
             if key in cache or not plan.layer_keep_ratios:
                 continue
-            record = self.journal.get_weights(*entry) if self.journal else None
-            if record is not None:
-                cache[key] = self.evaluator.tuned_from_record(plan, *record)
+            recorded = self._journalled(plan, key, epochs)
+            if recorded is not None:
+                cache[key] = recorded
             else:
-                todo.append((key, plan, entry))
+                todo.append((key, plan))
         if workers < 2 or len(todo) < 2:
             return  # one at a time, as `tuned` does
         with self.steps.step(f"Fine-tuning {len(todo)} candidates briefly ({epochs} epochs) on {workers} workers",
                              total=len(todo)) as update:
             for at in range(0, len(todo), workers):
                 part = todo[at : at + workers]
-                for (key, _, entry), tuned in zip(part, self.evaluator.tune_many([p for _, p, _ in part], epochs)):
-                    cache[key] = tuned
-                    if self.journal:
-                        self.journal.put_weights(*entry, *self.evaluator.tuned_record(tuned))
+                for (key, plan), tuned in zip(part, self.evaluator.tune_many([p for _, p in part], epochs)):
+                    cache[key] = self._record(plan, key, epochs, tuned)
                 update(at + len(part), len(todo))
+
+    def _journalled(self, plan: Plan, key: PruneKey, epochs: int) -> Tuned | None:
+        """The fine-tune of `key` read back from the journal (the unpruned model is never journalled)."""
+        if self.journal is None or not plan.layer_keep_ratios:
+            return None
+        record = self.journal.get_weights("tuned", [list(key[0]), key[1], epochs])
+        return None if record is None else self.evaluator.tuned_from_record(plan, *record)
+
+    def _record(self, plan: Plan, key: PruneKey, epochs: int, tuned: Tuned) -> Tuned:
+        """`tuned`, written to the journal first when there is one (and it pruned something)."""
+        if self.journal is not None and plan.layer_keep_ratios:
+            self.journal.put_weights("tuned", [list(key[0]), key[1], epochs], *self.evaluator.tuned_record(tuned))
+        return tuned
 
     def fine_tune_cache(self, brief: bool) -> tuple[int, dict[PruneKey, Tuned]]:
         """(epochs, cache) of a brief or a full fine-tune; one cache when ranking already uses every epoch."""
