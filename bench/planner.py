@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgeprune._cores import usable_cores
 from edgeprune._deps import package_version
 from edgeprune._io import native_stderr_silenced
 from edgeprune._torch import torch_threads
@@ -65,7 +66,7 @@ def _log(msg: str) -> None:
 
 
 def _train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int = 0) -> nn.Module:
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(usable_cores()):
         return _train_steps(model, x, y, epochs, lr, seed)
 
 
@@ -268,7 +269,7 @@ class Bench:
             _log(f"timing pass {i + 1}/{passes} over {len(self._kept)} artifacts done")
 
     def _threads(self, plan: Plan) -> int:
-        return min(plan.threads, os.cpu_count() or 1)
+        return min(plan.threads, usable_cores())
 
     def _export(self, model: nn.Module, plan: Plan) -> Artifact:
         self._exports += 1
@@ -488,7 +489,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {usable_cores()} usable (affinity)",
         "versions": {d: package_version(d) for d in ("torch", "torchvision", "executorch", "torch-pruning")},
         "command": " ".join(sys.argv),
         "models": [],

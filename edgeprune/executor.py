@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+from edgeprune._cores import usable_cores
 from edgeprune.errors import ConfigError, DeviceError
 
 S = TypeVar("S")
@@ -221,7 +222,7 @@ class ProcessExecutor(Executor):
     kind = "process"
 
     def __init__(self, workers: int | None = None, start_method: str = "forkserver"):
-        self.workers = workers or (os.cpu_count() or 1)
+        self.workers = workers or usable_cores()
         self.start_method = start_method
         self._pool = None
         self._folder: str | None = None

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edgeprune._cores import usable_cores
 from edgeprune._resources import data_dir
 from edgeprune.errors import ProfileError
 from edgeprune.types import TARGETS
@@ -322,7 +323,7 @@ def _max_ghz() -> float:
 
 def host_profile() -> DeviceProfile:
     """A profile of this machine, read at run time; its budgets are generous defaults for a desktop CPU."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     machine = _platform.machine().lower()
     abi = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a"}.get(machine, machine)
     return DeviceProfile(
@@ -347,7 +348,7 @@ def host_profile() -> DeviceProfile:
         ),
         sources={
             "soc": "read at run time from /proc/cpuinfo",
-            "cpu_clusters": "os.cpu_count() and cpufreq / /proc/cpuinfo at run time",
+            "cpu_clusters": "the cores this process may use (its CPU affinity) and cpufreq / /proc/cpuinfo at run time",
             "ram_gb": "MemTotal in /proc/meminfo at run time",
             "power": "assumed 5 W per busy core and 2 W idle: this machine exposes no energy counter",
         },

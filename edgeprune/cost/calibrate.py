@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import yaml
 
+from edgeprune._cores import usable_cores
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_bytes, native_stderr_silenced
 from edgeprune.errors import ConfigError, DeviceError
@@ -182,7 +183,7 @@ def run_calibration(
     noise = suite["noise"]
     limit = float(max_spread_pct if max_spread_pct is not None else noise["max_spread_pct"])
     if runner is None:
-        threads = int(threads or min(profile.default_threads, os.cpu_count() or 1))
+        threads = int(threads or min(profile.default_threads, usable_cores()))
         timer: _Timer = InProcessTimer(targets, threads)
     else:
         threads = int(threads or profile.default_threads)
