@@ -467,6 +467,57 @@ def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, bench: B
     return fleet
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def _ci(ci: list[float]) -> str:
+    return f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The tables of `docs/benchmarks.md` for one bench JSON."""
+    lines: list[str] = []
+    for m in result["models"]:
+        d = m["data"]
+        lines += [f"#### {m['model']} {tuple(m['input_shape'])}", "",
+                  f"Splits train/validation/test {d['train']}/{d['validation']}/{d['test']}. Dense fp32: reference "
+                  f"{m['dense_reference_p50_ms']:.4f} ms (blocks {min(m['dense_reference_block_p50s_ms']):.4f}–"
+                  f"{max(m['dense_reference_block_p50s_ms']):.4f}), {m['dense_fp32_p50_ms']:.4f} ms in the passes, "
+                  f"test accuracy {_pct(m['dense_accuracy'])} ({_ci(m['dense_accuracy_ci95'])}). Settings: "
+                  f"{m['settings']}.", "",
+                  "| budget | ms | plan | rounds | fresh p50 ms | use | speed-up | test acc (95% CI) | vs best "
+                  "uniform that fits, pts (paired 95% CI) | uniform at equal acc: its ms / plan's | search s "
+                  "(final fine-tune s) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in m["budgets"]:
+            head = f"| {100 * r['budget_frac']:.0f}% | {r['budget_ms']:.4f} |"
+            if r["status"] != "planned":
+                wrong = "WRONG (a uniform model fits)" if r.get("wrong_infeasible") else "correct (no uniform model fits)"
+                lines.append(f"{head} infeasible, {wrong}: {r['reason'][:160]} | | | | | | | | {r['search_s']} |")
+                continue
+            best = (f"{r['accuracy_vs_best_uniform_pts']:+.2f} ({r['accuracy_vs_best_uniform_ci95_pts'][0]:+.2f}, "
+                    f"{r['accuracy_vs_best_uniform_ci95_pts'][1]:+.2f}) vs keep {r['best_uniform']['keep']}"
+                    if r.get("best_uniform") else "none fits")
+            speed = r.get("speed_vs_uniform_at_equal_accuracy")
+            lines.append(
+                f"{head} {r['plan']} | {r['rounds']} | {r['measured_p50_ms']:.4f} "
+                f"{'' if r['within_budget'] else '**over**'} | {r['utilisation']:.2f} | {r['speedup_vs_dense']:.2f}x | "
+                f"{_pct(r['accuracy'])} ({_ci(r['accuracy_ci95'])}) | {best} | "
+                f"{'no uniform model within 0.5 pts' if speed is None else f'{speed:.2f}x'} | "
+                f"{r['search_s']} ({r['final_finetune_s']}) |")
+        lines += ["", "| uniform int8 keep | p50 ms | test acc (95% CI) |", "|---|---|---|"]
+        lines += [f"| {b['keep']} | {b['p50_ms']:.4f} | {_pct(b['accuracy'])} ({_ci(b['accuracy_ci95'])}) |"
+                  for b in m["baseline_uniform_int8"]]
+        lines += ["", "Summary: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in m["summary"].items())]
+        if m.get("fleet"):
+            lines += ["", "Fleet: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in m["fleet"].items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mnist1d,mobilenet_v2,resnet18")
@@ -481,7 +532,11 @@ def main() -> None:
     parser.add_argument("--fleet", action="store_true", help="also time planning one phone vs a fleet of five")
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/edgeprune/bench-planner"))
     parser.add_argument("--out", help="write the JSON here as well")
+    parser.add_argument("--markdown", metavar="JSON", help="print the tables of a bench JSON and exit")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     cfg = Config(budgets=args.budgets, finetune_epochs=args.finetune_epochs, rank_epochs=args.rank_epochs,
                  importances=tuple(args.importance.split(",")), runs=args.runs, passes=args.passes,
                  uniform_step=args.uniform_step, fleet=args.fleet)
