@@ -12,12 +12,26 @@ import numpy as np
 from edgeprune.limits import Limits, measured_on_device, within
 from edgeprune.profiles import DeviceProfile
 from edgeprune.stats import paired_difference_interval, straddles, wilson_interval
-from edgeprune.types import BudgetCheck, Measurement, Quality, Verdict
+from edgeprune.types import SINGLE_OUTPUT_KEY, BudgetCheck, Measurement, OutputParity, Quality, Verdict
 
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MAX_REL_DIFF = 2e-2
 """fp16 keeps ~3 decimal digits; 2% of the output range allows accumulated rounding but not a wrong lowering."""
 INT8_MIN_TOP1_AGREEMENT = 0.98
+"""The three limits above judge the class-logits output (`parity`), as they always have."""
+
+OUTPUT_PARITY_LIMITS: dict[str, dict[str, float]] = {
+    "fp32": {"relative_error": 1e-4, "sqnr_db": 70.0},
+    "fp16": {"relative_error": 2e-2, "sqnr_db": 35.0},
+    "int8": {"relative_error": 0.25, "sqnr_db": 20.0},
+}
+"""Scheme -> limits every output that is not class logits must meet against the PyTorch model it came from (the
+export reference: the fp32 module, the half module, the fake-quantised twin for static int8, the fp32 module for
+int8-dynamic, which uses int8's row): relative error at most, SQNR in dB at least. Measured on honest exports
+(README "Parity per output"): fp32 lands near 1e-6 relative and above 100 dB, fp16 near 1e-3 and 50-60 dB, int8
+against its twin at 30-45 dB with single elements a few quantisation steps off."""
+SQNR_CEILING_DB = 150.0
+"""SQNR is reported at most this: a difference below float32 resolution (about 144 dB) reads as identical."""
 
 
 def top1(outputs: np.ndarray) -> np.ndarray:
@@ -25,7 +39,8 @@ def top1(outputs: np.ndarray) -> np.ndarray:
 
 
 def parity(scheme: str, outputs: np.ndarray, reference: np.ndarray) -> tuple[str, float, float, bool]:
-    """(metric, value, limit, passed) comparing runtime outputs with the PyTorch model they came from."""
+    """(metric, value, limit, passed) comparing runtime outputs with the PyTorch model they came from: the rule for
+    class logits."""
     if scheme in ("int8", "int8-dynamic"):
         agreement = float((top1(outputs) == top1(reference)).mean())
         return "top1_agreement", agreement, INT8_MIN_TOP1_AGREEMENT, agreement >= INT8_MIN_TOP1_AGREEMENT
@@ -37,47 +52,162 @@ def parity(scheme: str, outputs: np.ndarray, reference: np.ndarray) -> tuple[str
     return "max_abs_diff", diff, limit, diff <= limit
 
 
+def _limits_of(scheme: str) -> dict[str, float]:
+    return OUTPUT_PARITY_LIMITS["int8" if scheme.startswith("int8") else scheme]
+
+
+def error_figures(outputs: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """(max abs error, relative error, SQNR dB) of `outputs` against `reference`: relative error is the max abs
+    error over the reference's largest magnitude; SQNR is 10·log10(Σ ref² / Σ err²), clipped to ±`SQNR_CEILING_DB`."""
+    out, ref = outputs.astype(np.float64), reference.astype(np.float64)
+    err = out - ref
+    max_abs = float(np.max(np.abs(err))) if err.size else 0.0
+    peak = float(np.max(np.abs(ref))) if ref.size else 0.0
+    relative = max_abs / max(peak, float(np.finfo(np.float32).tiny))
+    noise, signal = float(np.sum(err * err)), float(np.sum(ref * ref))
+    if noise == 0.0:
+        sqnr = SQNR_CEILING_DB
+    elif signal == 0.0:
+        sqnr = -SQNR_CEILING_DB
+    else:
+        sqnr = float(np.clip(10.0 * np.log10(signal / noise), -SQNR_CEILING_DB, SQNR_CEILING_DB))
+    return max_abs, relative, sqnr
+
+
+def output_parity(scheme: str, key: str, outputs: np.ndarray, reference: np.ndarray,
+                  class_logits: bool = False) -> OutputParity:  # fmt: skip
+    """One output against its reference. Class logits are judged as ever (`parity`: top-1 agreement for int8, max
+    abs diff otherwise); any other output by the scheme's `OUTPUT_PARITY_LIMITS`. Every figure is reported."""
+    shape = tuple(int(d) for d in outputs.shape[1:])
+    if outputs.shape != reference.shape:
+        return OutputParity(key, shape, float("nan"), float("nan"), -SQNR_CEILING_DB, None, class_logits, {}, False,
+                            f"output '{key}' has shape {tuple(outputs.shape)}, its reference {tuple(reference.shape)}")
+    max_abs, relative, sqnr = error_figures(outputs, reference)
+    agreement = float((top1(outputs) == top1(reference)).mean()) if class_logits and len(outputs) else None
+    if class_logits:
+        metric, value, limit, passed = parity(scheme, outputs, reference)
+        limits = {metric: limit}
+        failure = "" if passed else (f"output '{key}' {metric.replace('_', ' ')} {value:.4g} "
+                                     f"{'under' if metric == 'top1_agreement' else 'over'} the {scheme} limit {limit:.4g}")
+        return OutputParity(key, shape, max_abs, relative, sqnr, agreement, True, limits, passed, failure)
+    limits = dict(_limits_of(scheme))
+    failure = ""
+    if not relative <= limits["relative_error"]:
+        failure = f"output '{key}' relative error {relative:.3g} over the {scheme} limit {limits['relative_error']:g}"
+    elif not sqnr >= limits["sqnr_db"]:
+        failure = f"output '{key}' SQNR {sqnr:.1f} dB under the {scheme} limit {limits['sqnr_db']:g} dB"
+    return OutputParity(key, shape, max_abs, relative, sqnr, None, False, limits, not failure, failure)
+
+
+def class_logits_key(outputs: dict[str, np.ndarray], labelled: bool, declared: str | None = None) -> str | None:
+    """The output top-1 is read from: `declared` (a model's `class_logits_output`), else a lone output when the data
+    has class labels or the output is one vector per input (N, C), as classification always was; else None."""
+    if declared is not None:
+        return declared
+    if len(outputs) == 1:
+        (array,) = outputs.values()
+        if labelled or array.ndim == 2:
+            return next(iter(outputs))
+    return None
+
+
+def _as_map(outputs: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return dict(outputs) if isinstance(outputs, dict) else {SINGLE_OUTPUT_KEY: outputs}
+
+
+def parity_per_output(scheme: str, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+                      class_logits: str | None) -> tuple[OutputParity, ...]:  # fmt: skip
+    """`output_parity` of every output of `reference` (the artifact's order); an output the runtime did not return
+    fails, named."""
+    found = []
+    for key, ref in reference.items():
+        if key not in outputs:
+            found.append(OutputParity(key, tuple(ref.shape[1:]), float("nan"), float("nan"), -SQNR_CEILING_DB, None,
+                                      key == class_logits, {}, False, f"output '{key}' was not returned by the runtime"))
+        else:
+            found.append(output_parity(scheme, key, outputs[key], ref, key == class_logits))
+    return tuple(found)
+
+
+def _summary(scheme: str, found: tuple[OutputParity, ...]) -> tuple[str, float, float, bool]:
+    """(metric, value, limit, passed) standing for every output: the first failing output's failed figure; else the
+    lone class-logits output's (as single-output models always reported), or the worst other output's: SQNR for
+    int8, relative error otherwise."""
+    passed = all(p.passed for p in found)
+    pick = next((p for p in found if not p.passed), None)
+    if pick is None:
+        others = [p for p in found if not p.class_logits]
+        if not others:
+            pick = found[0]
+        elif scheme.startswith("int8"):
+            pick = min(others, key=lambda p: p.sqnr_db)
+        else:
+            pick = max(others, key=lambda p: p.relative_error)
+    if pick.class_logits and pick.limits:
+        ((metric, limit),) = pick.limits.items()
+        value = pick.top1_agreement if metric == "top1_agreement" else pick.max_abs_error
+        return metric, float(value if value is not None else 0.0), float(limit), passed
+    limits = _limits_of(scheme)
+    by_relative = not pick.relative_error <= limits["relative_error"] if not pick.passed else not scheme.startswith("int8")
+    if by_relative:
+        return "relative_error", pick.relative_error, limits["relative_error"], passed
+    return "sqnr_db", pick.sqnr_db, limits["sqnr_db"], passed
+
+
 def assess_quality(
     scheme: str,
-    outputs: np.ndarray,
-    reference_outputs: np.ndarray,
-    dense_outputs: np.ndarray,
+    outputs: np.ndarray | dict[str, np.ndarray],
+    reference_outputs: np.ndarray | dict[str, np.ndarray],
+    dense_outputs: np.ndarray | dict[str, np.ndarray],
     labels: np.ndarray | None,
+    *,
+    class_logits: str | None = None,
 ) -> Quality:
-    """Accuracy through the runtime on the test split, and parity with the export reference.
+    """Accuracy through the runtime on the test split, and parity with the export reference, output by output.
 
+    Outputs are one array (a single-output model) or every output by key, in the artifact's order. Top-1 is read
+    from the class-logits output (`class_logits_key`: declared, or a lone output with class labels or shaped (N, C)).
     With labels, accuracies are test top-1 of the unpruned model (`dense_outputs`) and of the artifact, each with its
     95% Wilson interval, and the drop with its paired 95% interval (both are scored on the same samples). Without,
     the artifact's figure is top-1 agreement with the unpruned model, and no reference accuracy is given (so no
-    accuracy budget is judged).
+    accuracy budget is judged). Without a class-logits output no accuracy is given at all.
     """
-    metric, value, limit, passed = parity(scheme, outputs, reference_outputs)
-    n = len(outputs)
-    if labels is not None:
-        kind = "eval_accuracy"
-        ref_ok = top1(dense_outputs) == labels
-        art_ok = top1(outputs) == labels
-        ref_acc: float | None = float(ref_ok.mean())
-        ref_ci: tuple[float, float] | None = wilson_interval(int(ref_ok.sum()), n)
-        _, low, high = paired_difference_interval(ref_ok, art_ok)
-        drop_ci: tuple[float, float] | None = (100.0 * low, 100.0 * high)
-    else:
-        kind = "agreement_with_reference"
-        art_ok = top1(outputs) == top1(dense_outputs)
-        ref_acc, ref_ci, drop_ci = None, None, None
+    outs, refs, dense = _as_map(outputs), _as_map(reference_outputs), _as_map(dense_outputs)
+    logits = class_logits_key(refs, labels is not None, class_logits)
+    found = parity_per_output(scheme, outs, refs, logits)
+    metric, value, limit, passed = _summary(scheme, found)
+    n = len(next(iter(outs.values())))
+    ref_acc: float | None = None
+    art_acc: float | None = None
+    ref_ci = art_ci = drop_ci = None
+    kind = "eval_accuracy" if labels is not None and logits is not None else "agreement_with_reference"
+    if logits is not None and logits in outs and logits in dense:
+        if labels is not None:
+            ref_ok = top1(dense[logits]) == labels
+            art_ok = top1(outs[logits]) == labels
+            ref_acc = float(ref_ok.mean())
+            ref_ci = wilson_interval(int(ref_ok.sum()), n)
+            _, low, high = paired_difference_interval(ref_ok, art_ok)
+            drop_ci = (100.0 * low, 100.0 * high)
+        else:
+            art_ok = top1(outs[logits]) == top1(dense[logits])
+        art_acc = float(art_ok.mean())
+        art_ci = wilson_interval(int(art_ok.sum()), n)
     return Quality(
         kind=kind,
         samples=n,
         reference_accuracy=ref_acc,
-        artifact_accuracy=float(art_ok.mean()),
-        parity_metric=metric,
+        artifact_accuracy=art_acc,
+        parity_metric=metric,  # type: ignore[arg-type]
         parity_value=value,
         parity_limit=limit,
         parity_passed=passed,
         split="test",
         reference_accuracy_ci95=ref_ci,
-        artifact_accuracy_ci95=wilson_interval(int(art_ok.sum()), n),
+        artifact_accuracy_ci95=art_ci,
         accuracy_drop_ci95_pct=drop_ci,
+        outputs_parity=found,
+        class_logits=logits,
     )
 
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,12 +27,18 @@ ARTIFACT_SUFFIX = {name: spec.suffix for name, spec in TARGET_SPECS.items()}
 
 Status = Literal["pass", "fail", "unverified"]
 
+SINGLE_OUTPUT_KEY = "output"
+"""The key of a model's output when forward returns one tensor (`outputs.py` names the outputs of a structure)."""
+
 
 @dataclass(frozen=True)
 class TensorSpec:
     """One model input or output as the runtime sees it.
 
     `scale`/`zero_point` are set for quantised (int8) I/O tensors: real = scale * (q - zero_point).
+    `name` is the runtime's name for the tensor; `key` (outputs only) is the output's place in what the model's
+    forward returns ('output' for a lone tensor, a dict key, an index, 'heads.box' one level down: `outputs.py`).
+    An artifact lists its outputs in that flattening order, whatever order the runtime keeps them in.
     """
 
     name: str
@@ -40,9 +46,12 @@ class TensorSpec:
     dtype: str
     scale: float | None = None
     zero_point: int | None = None
+    key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.key is not None:
+            out["key"] = self.key
         if self.scale is not None:
             out.update(scale=self.scale, zero_point=self.zero_point)
         return out
@@ -189,7 +198,8 @@ class Measurement:
     """What a runner measured for one artifact on one machine.
 
     `outputs` holds the runtime's float outputs for every input it was given (row i for input i),
-    so that accuracy and parity are computed by the judge, not by each runner.
+    so that accuracy and parity are computed by the judge, not by each runner. For a model with several outputs it is
+    the first (in the artifact's output order) and `named_outputs` holds every output by its key, in that order.
     """
 
     latency_p50_ms: float
@@ -212,10 +222,18 @@ class Measurement:
     timing: dict[str, Any] = field(default_factory=dict)
     """What the timings say with their spread (`stats.timing_summary`): p50/p90 with 95% bootstrap intervals, the
     modes and whether there are several; empty for a single unsummarised block."""
+    named_outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    """Every output by its key (`TensorSpec.key`), in the artifact's output order, rows as in `outputs`; empty where
+    the runner brought back the first output only (then `outputs` is all there is)."""
+
+    def output_map(self) -> dict[str, np.ndarray]:
+        """Every output the runner brought back, by key: `named_outputs`, else `outputs` as the lone output."""
+        return dict(self.named_outputs) if self.named_outputs else {SINGLE_OUTPUT_KEY: self.outputs}
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, outputs=np.empty(0), named_outputs={}, samples_ms=()))
         out.pop("outputs")
+        out.pop("named_outputs")
         out.pop("samples_ms")
         out["size_mb"] = round(self.size_bytes / 1e6, 6)
         return out
@@ -225,6 +243,33 @@ class Measurement:
         """A measurement read back from `to_dict`'s form (a journal): timings and figures, no outputs."""
         fields = {k: v for k, v in d.items() if k != "size_mb"}
         return cls(**fields, outputs=np.empty((0,), dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """One output of an artifact against the PyTorch model it came from, on the test inputs (`judge.output_parity`).
+
+    `relative_error` is `max_abs_error` over the reference's largest magnitude; `sqnr_db` is
+    10·log10(Σ reference² / Σ (output − reference)²), read as `judge.SQNR_CEILING_DB` when the difference is below
+    float32 resolution; `top1_agreement` is set for the class-logits output only. `limits` names each figure judged
+    and its limit; `failure` says which one failed, naming the output ('' when passed).
+    """
+
+    output: str
+    shape: tuple[int, ...]
+    max_abs_error: float
+    relative_error: float
+    sqnr_db: float
+    top1_agreement: float | None
+    class_logits: bool
+    limits: dict[str, float]
+    passed: bool
+    failure: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        return out
 
 
 @dataclass(frozen=True)
@@ -241,7 +286,7 @@ class Quality:
     reference_accuracy: float | None
     artifact_accuracy: float | None
     """None when the runner returned no outputs (a native benchmark binary on a phone)."""
-    parity_metric: Literal["max_abs_diff", "top1_agreement"]
+    parity_metric: Literal["max_abs_diff", "top1_agreement", "relative_error", "sqnr_db"]
     parity_value: float
     parity_limit: float
     parity_passed: bool
@@ -249,6 +294,11 @@ class Quality:
     reference_accuracy_ci95: tuple[float, float] | None = None
     artifact_accuracy_ci95: tuple[float, float] | None = None
     accuracy_drop_ci95_pct: tuple[float, float] | None = None
+    outputs_parity: tuple[OutputParity, ...] = ()
+    """Parity of every output, in the artifact's output order; `parity_*` above sum it up (the class-logits output's
+    figure as before, else the worst output's, or the first failing one's)."""
+    class_logits: str | None = None
+    """The output top-1 accuracy and agreement are read from (None: none is class logits, no accuracy is measured)."""
 
     @property
     def accuracy_drop_pct(self) -> float | None:
@@ -256,8 +306,19 @@ class Quality:
             return None
         return round(100.0 * (self.reference_accuracy - self.artifact_accuracy), 4)
 
+    @property
+    def parity_failure(self) -> str:
+        """Why parity failed, naming the output and the figure ('' when it passed)."""
+        failed = [p.failure for p in self.outputs_parity if not p.passed]
+        if failed:
+            return "; ".join(failed)
+        if self.parity_passed:
+            return ""
+        return f"{self.parity_metric} {self.parity_value:.6g}, limit {self.parity_limit:.6g}"
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["outputs_parity"] = [p.to_dict() for p in self.outputs_parity]
         out["accuracy_drop_pct"] = self.accuracy_drop_pct
         for key in ("reference_accuracy_ci95", "artifact_accuracy_ci95", "accuracy_drop_ci95_pct"):
             out[key] = None if out[key] is None else [round(float(v), 6) for v in out[key]]

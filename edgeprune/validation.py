@@ -2,9 +2,10 @@
 them against their device's budget. Each validation is appended to the device's manifest.
 
 Every measurement's outputs on the eval inputs are compared with the **host reference**: the same artifact's outputs
-on this host's runtime, recorded once per manifest entry (`host_reference`: an .npy under `host_reference/` with its
-sha256, the artifact's sha256 it was recorded for, and the inputs' sha256), at the first validation that needs it.
-The comparison (max abs diff, top-1 agreement; `device_parity` in the validation record) is the verdict's
+on this host's runtime, recorded once per manifest entry (`host_reference`: an .npy under `host_reference/`, an .npz
+of every output by key for a model with several, with its sha256, the artifact's sha256 it was recorded for, and the
+inputs' sha256), at the first validation that needs it. The comparison (max abs diff per output, top-1 agreement for
+class logits; `device_parity` in the validation record) is the verdict's
 `output_parity` check: beyond the scheme's tolerance (`DEVICE_PARITY`) it fails with the figure, whoever is at fault:
 a device computing wrong answers (an emulator on the wrong CPU model, a broken kernel) or an artifact that changed.
 
@@ -32,10 +33,21 @@ from edgeprune.data import load_data
 from edgeprune.errors import ConfigError
 from edgeprune.judge import judge, top1
 from edgeprune.manifest_schema import check_manifest
+from edgeprune.outputs import artifact_keys
 from edgeprune.profiles import Budget, DeviceProfile, load_profile
 from edgeprune.runners.base import Runner, measure_in_blocks
 from edgeprune.stats import wilson_interval
-from edgeprune.types import Artifact, BudgetCheck, Dataset, Measurement, Plan, Quality, TensorSpec, Verdict
+from edgeprune.types import (
+    SINGLE_OUTPUT_KEY,
+    Artifact,
+    BudgetCheck,
+    Dataset,
+    Measurement,
+    Plan,
+    Quality,
+    TensorSpec,
+    Verdict,
+)
 
 DEVICE_PARITY = {"fp32": (1e-3, 0.99), "fp16": (2e-2, 0.98), "int8": (0.10, 0.98), "int8-dynamic": (0.10, 0.98)}
 """Scheme -> (max abs diff from the host reference, as a fraction of the reference outputs' range (at least 1), and
@@ -111,16 +123,33 @@ def _profile(manifest: dict[str, Any]) -> DeviceProfile:
     return profile.model_copy(update={"budget": Budget.model_validate(budget)})
 
 
-def _quality(entry: dict[str, Any], outputs: np.ndarray, labels: np.ndarray | None) -> Quality:
+def _logits(entry: dict[str, Any], measurement: Measurement) -> np.ndarray:
+    """The measured output top-1 accuracy is read from: the build's class-logits output (none: an empty array);
+    manifests written before outputs had keys: the first output."""
+    built = entry["quality"]
+    if "class_logits" not in built:
+        return measurement.outputs
+    key = built["class_logits"]
+    if key is None:
+        return np.empty((0,), dtype=np.float32)
+    if key in measurement.named_outputs:
+        return measurement.named_outputs[key]
+    keys = artifact_keys([TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in entry["outputs"]])
+    return measurement.outputs if keys and keys[0] == key else np.empty((0,), dtype=np.float32)
+
+
+def _quality(entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None) -> Quality:
     """Eval accuracy through the runtime on the runner's machine, with the build's reference and parity.
 
-    Without labels, or without outputs (a native benchmark binary), accuracy is not measured here: None.
+    Without labels, without outputs (a native benchmark binary) or without a class-logits output, accuracy is not
+    measured here: None.
     """
     built = entry["quality"]
+    outputs = _logits(entry, measurement)
     measured = labels is not None and outputs.size > 0
     return Quality(
         kind=built["kind"],
-        samples=len(outputs),
+        samples=len(measurement.outputs),
         reference_accuracy=built["reference_accuracy"] if measured else None,
         artifact_accuracy=float((top1(outputs) == labels).mean()) if measured else None,
         parity_metric=built["parity_metric"],
@@ -132,6 +161,7 @@ def _quality(entry: dict[str, Any], outputs: np.ndarray, labels: np.ndarray | No
                                  if measured and built.get("reference_accuracy_ci95") else None),
         artifact_accuracy_ci95=(wilson_interval(int((top1(outputs) == labels).sum()), len(outputs))
                                 if measured else None),
+        class_logits=built.get("class_logits"),
     )
 
 
@@ -146,13 +176,22 @@ def _inputs_sha256(inputs: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(inputs, dtype=np.float32).tobytes()).hexdigest()
 
 
+def _entry_keys(entry: dict[str, Any]) -> list[str]:
+    return artifact_keys([TensorSpec(**{**t, "shape": tuple(t["shape"])}) for t in entry["outputs"]])
+
+
 def record_host_reference(folder: Path, entry: dict[str, Any], inputs: np.ndarray, measurement: Measurement,
                           recorded_by: str) -> dict[str, Any]:  # fmt: skip
     """Keep `measurement`'s outputs (a host run of the entry's artifact on `inputs`) as the entry's host reference:
-    `host_reference/<artifact>.npy`, described in `entry["host_reference"]`. The caller writes the manifest."""
+    `host_reference/<artifact>.npy` (one output) or `.npz` (every output by key), described in
+    `entry["host_reference"]`. The caller writes the manifest."""
     buf = io.BytesIO()
-    np.save(buf, np.asarray(measurement.outputs, dtype=np.float32), allow_pickle=False)
-    rel = f"{REFERENCE_DIR}/{entry['path']}.npy"
+    several = len(measurement.named_outputs) > 1
+    if several:
+        np.savez(buf, **{k: np.asarray(v, dtype=np.float32) for k, v in measurement.named_outputs.items()})
+    else:
+        np.save(buf, np.asarray(measurement.outputs, dtype=np.float32), allow_pickle=False)
+    rel = f"{REFERENCE_DIR}/{entry['path']}{'.npz' if several else '.npy'}"
     (folder / rel).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / rel, buf.getvalue())
     entry["host_reference"] = {
@@ -171,40 +210,82 @@ def record_host_reference(folder: Path, entry: dict[str, Any], inputs: np.ndarra
     return entry["host_reference"]
 
 
+def _reference_map(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return {keys[0] if keys else SINGLE_OUTPUT_KEY: loaded}
+    with loaded:
+        return {name: loaded[name] for name in loaded.files}
+
+
 def host_reference(build: DeviceBuild, entry: dict[str, Any], artifact: Artifact, inputs: np.ndarray,
-                   measurement: Measurement) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
-    """The entry's recorded host reference for `inputs`; recorded now (from `measurement` when it ran on the host,
-    else from one host run) when the entry has none or its inputs changed."""
+                   measurement: Measurement) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """The entry's recorded host reference for `inputs`, every output by key; recorded now (from `measurement` when
+    it ran on the host, else from one host run) when the entry has none or its inputs changed."""
+    keys = _entry_keys(entry)
     rec = entry.get("host_reference")
     if rec and rec.get("inputs_sha256") == _inputs_sha256(inputs):
         path = build.folder / rec["path"]
         if not path.is_file() or sha256_file(path) != rec["sha256"]:
             raise ConfigError(f"host reference '{path}' is missing or changed since it was recorded; remove the "
                               f"'host_reference' entry of {entry['path']} in the manifest to record it again")  # fmt: skip
-        return np.load(path, allow_pickle=False), rec
+        return _reference_map(path, keys), rec
     if measurement.where != "host" or len(measurement.outputs) != len(inputs):
         from edgeprune.runners.host import HostRunner
 
         measurement = HostRunner().measure(artifact, inputs, warmup=0, runs=1, threads=1)
     rec = record_host_reference(build.folder, entry, inputs, measurement, "edgeprune validate")
-    return np.asarray(measurement.outputs, dtype=np.float32), rec
+    if len(measurement.named_outputs) > 1:
+        return {k: np.asarray(v, dtype=np.float32) for k, v in measurement.named_outputs.items()}, rec
+    return {keys[0] if keys else SINGLE_OUTPUT_KEY: np.asarray(measurement.outputs, dtype=np.float32)}, rec
 
 
-def device_parity(scheme: str, outputs: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    """Compare a device's outputs with the host reference: max abs diff and top-1 agreement against the scheme's
-    tolerance (`DEVICE_PARITY`)."""
-    if outputs.size == 0:
-        return {"passed": None, "note": "not compared: the runner returned no outputs (a native benchmark program)"}
+def _device_parity_one(scheme: str, outputs: np.ndarray, reference: np.ndarray, top1_judged: bool) -> dict[str, Any]:
     if outputs.shape != reference.shape:
         return {"passed": False, "max_abs_diff": None, "note": f"outputs of shape {tuple(outputs.shape)} against the "
                 f"host reference's {tuple(reference.shape)}"}  # fmt: skip
     frac, min_agreement = DEVICE_PARITY.get(scheme, DEVICE_PARITY["fp32"])
     diff = float(np.max(np.abs(outputs.astype(np.float64) - reference.astype(np.float64))))
     limit = frac * max(1.0, float(np.ptp(reference)))
-    agreement = float((top1(outputs) == top1(reference)).mean())
-    return {"passed": bool(diff <= limit and agreement >= min_agreement), "max_abs_diff": diff,
-            "max_abs_diff_limit": limit, "top1_agreement": agreement, "top1_agreement_min": min_agreement,
-            "samples": int(len(outputs))}  # fmt: skip
+    found: dict[str, Any] = {"max_abs_diff": diff, "max_abs_diff_limit": limit}
+    passed = diff <= limit
+    if top1_judged:
+        agreement = float((top1(outputs) == top1(reference)).mean())
+        found |= {"top1_agreement": agreement, "top1_agreement_min": min_agreement}
+        passed = passed and agreement >= min_agreement
+    return {"passed": bool(passed), **found, "samples": int(len(outputs))}
+
+
+def device_parity(scheme: str, outputs: np.ndarray | dict[str, np.ndarray],
+                  reference: np.ndarray | dict[str, np.ndarray], class_logits: str | None = None) -> dict[str, Any]:
+    """Compare a device's outputs with the host reference against the scheme's tolerance (`DEVICE_PARITY`): max abs
+    diff per output; top-1 agreement too for a lone output (as always) or the declared class-logits output. With
+    several outputs, each is compared by key (`outputs`: its own figures) and the worst stands for them all."""
+    if not isinstance(reference, dict) or len(reference) == 1:
+        out = outputs if not isinstance(outputs, dict) else next(iter(outputs.values()), np.empty((0,)))
+        ref = reference if not isinstance(reference, dict) else next(iter(reference.values()))
+        if out.size == 0:
+            return {"passed": None, "note": "not compared: the runner returned no outputs (a native benchmark program)"}
+        return _device_parity_one(scheme, out, ref, True)
+    outs = outputs if isinstance(outputs, dict) else {}
+    if not outs:
+        return {"passed": None, "note": "not compared: the runner brought back the first output only, the artifact "
+                                        f"has {len(reference)} ({', '.join(reference)})"}
+    per = []
+    for key, ref in reference.items():
+        if key not in outs:
+            per.append({"output": key, "passed": False, "max_abs_diff": None, "note": "not returned by the runner"})
+            continue
+        per.append({"output": key, **_device_parity_one(scheme, outs[key], ref, key == class_logits)})
+    worst = max(per, key=lambda p: -1.0 if p["max_abs_diff"] is None else p["max_abs_diff"] / p["max_abs_diff_limit"])
+    failed = next((p for p in per if not p["passed"]), None)
+    stand = failed or worst
+    summary: dict[str, Any] = {"passed": failed is None, "max_abs_diff": stand["max_abs_diff"],
+                               "max_abs_diff_limit": stand.get("max_abs_diff_limit"), "output": stand["output"],
+                               "samples": int(len(next(iter(outs.values())))), "outputs": per}
+    if failed is not None and failed.get("note"):
+        summary["note"] = f"output '{failed['output']}' {failed['note']}"
+    return summary
 
 
 def _parity_check(parity: dict[str, Any], where: str) -> BudgetCheck:
@@ -212,24 +293,27 @@ def _parity_check(parity: dict[str, Any], where: str) -> BudgetCheck:
         return BudgetCheck("output_parity", "max abs diff", None, None, "unverified", parity["note"])
     if parity.get("max_abs_diff") is None:
         return BudgetCheck("output_parity", "max abs diff", None, None, "fail", parity["note"])
-    note = (f"{where} against the host reference on {parity['samples']} eval inputs: max abs diff "
-            f"{parity['max_abs_diff']:.3g} (limit {parity['max_abs_diff_limit']:.3g}), top-1 agreement "
-            f"{parity['top1_agreement']:.2%} (at least {parity['top1_agreement_min']:.0%})"
+    output = f"output '{parity['output']}' " if "output" in parity else ""
+    agreement = (f", top-1 agreement {parity['top1_agreement']:.2%} (at least {parity['top1_agreement_min']:.0%})"
+                 if "top1_agreement" in parity else "")
+    note = (f"{where} against the host reference on {parity['samples']} eval inputs: {output}max abs diff "
+            f"{parity['max_abs_diff']:.3g} (limit {parity['max_abs_diff_limit']:.3g}){agreement}"
             + (f"; {parity['note']}" if parity.get("note") else ""))  # fmt: skip
     return BudgetCheck("output_parity", "max abs diff", parity["max_abs_diff"], parity["max_abs_diff_limit"],
                        "pass" if parity["passed"] else "fail", note)  # fmt: skip
 
 
 def _record(build: DeviceBuild, entry: dict[str, Any], measurement: Measurement, labels: np.ndarray | None,
-            reference: tuple[np.ndarray, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+            reference: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
     """Judge one measurement against the build's device budget and its outputs against the host reference, and
     append it to the manifest entry."""
-    quality = _quality(entry, measurement.outputs, labels)
+    quality = _quality(entry, measurement, labels)
     verdict = judge(_profile(build.manifest), measurement, quality)
     checks = list(verdict.checks)
     parity = None
     if reference is not None:
-        parity = device_parity(entry["scheme"], measurement.outputs, reference[0])
+        measured = measurement.named_outputs or measurement.outputs
+        parity = device_parity(entry["scheme"], measured, reference[0], entry["quality"].get("class_logits"))
         parity["reference"] = reference[1]["path"]
         if reference[1]["artifact_sha256"] != entry["sha256"]:
             parity["note"] = (f"the host reference was recorded for artifact sha256 {reference[1]['artifact_sha256'][:12]}…, "

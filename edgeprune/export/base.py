@@ -20,7 +20,41 @@ from typing import Callable, ClassVar, Iterator
 import torch
 
 from edgeprune.errors import ConfigError, UnsupportedModelError
+from edgeprune.outputs import ModelOutputs, OutputSpec, check, leaves
 from edgeprune.types import Artifact, Plan
+
+
+class Reference:
+    """The PyTorch callable an artifact should agree with: float32 (N, ...) in, without autograd.
+
+    Called, it returns the first output as float32 (what single-output code reads); `all(x)` returns every output
+    in flattening order (`outputs.py`). `batch` runs a graph captured with a static batch size that many rows at a
+    time; `input_dtype` casts the input first (half for an fp16 module).
+    """
+
+    def __init__(self, fn: Callable[..., object], *, batch: int | None = None,
+                 input_dtype: torch.dtype = torch.float32):  # fmt: skip
+        self._fn, self._batch, self._input_dtype = fn, batch, input_dtype
+
+    def _leaves(self, x: torch.Tensor) -> list[torch.Tensor]:
+        values = leaves(self._fn(x.to(self._input_dtype)))
+        if not values or not all(isinstance(v, torch.Tensor) for v in values):
+            raise ConfigError(f"the model returned {type(values[0] if values else None).__name__}, not tensors; "
+                              "return tensors (a tensor, a tuple or a dict of them)")
+        return [v.float() for v in values]
+
+    def all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output as float32, in flattening order."""
+        with torch.no_grad():
+            if self._batch is None or x.shape[0] == self._batch:
+                return self._leaves(x)
+            if x.shape[0] % self._batch:
+                raise ConfigError(f"reference takes batches of a multiple of {self._batch} rows; got {x.shape[0]}")
+            parts = [self._leaves(x[i : i + self._batch]) for i in range(0, x.shape[0], self._batch)]
+            return [torch.cat([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all(x)[0]
 
 
 @dataclass(frozen=True)
@@ -29,11 +63,11 @@ class ExportResult:
 
     `reference` maps a float32 input batch to float32 outputs exactly as the artifact was meant to
     compute them: the (pruned) fp32 module for fp32, the half module for fp16, the PT2E
-    fake-quantised module for int8. Parity is judged against it.
+    fake-quantised module for int8. Parity is judged against it, output by output (`Reference.all`).
     """
 
     artifact: Artifact
-    reference: Callable[[torch.Tensor], torch.Tensor]
+    reference: Reference
 
 
 class Exporter(abc.ABC):
@@ -76,35 +110,19 @@ class Exporter(abc.ABC):
         """
 
 
-def first_output(outputs: object) -> torch.Tensor:
-    """The model's first output tensor (in flattening order: what each runtime session reads as output 0)."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    leaves = [t for t in torch.utils._pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor)]
-    if not leaves:
-        raise ConfigError(f"the model returned {type(outputs).__name__}, not a tensor; return the logits tensor first")
-    return leaves[0]
-
-
 def reference_for(
     fn: Callable[..., object], *, batch: int | None = None, input_dtype: torch.dtype = torch.float32
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A reference callable: float32 (N, ...) in, the first output as float32 out, without autograd.
+) -> Reference:
+    """A reference callable over `fn` (see `Reference`)."""
+    return Reference(fn, batch=batch, input_dtype=input_dtype)
 
-    `batch` runs a graph captured with a static batch size that many rows at a time; `input_dtype` casts the input
-    first (half for an fp16 module).
-    """
 
-    def reference(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(input_dtype)
-        with torch.no_grad():
-            if batch is None or x.shape[0] == batch:
-                return first_output(fn(x)).float()
-            if x.shape[0] % batch:
-                raise ConfigError(f"reference takes batches of a multiple of {batch} rows; got {x.shape[0]}")
-            return torch.cat([first_output(fn(x[i : i + batch])).float() for i in range(0, x.shape[0], batch)])
-
-    return reference
+def model_outputs(model: torch.nn.Module, example: torch.Tensor) -> ModelOutputs:
+    """The model's outputs (keys, shapes), refused early where they are no tensors (`outputs.describe`)."""
+    with torch.no_grad():
+        pairs = check(model(example), shapes=False)
+    return ModelOutputs(tuple(OutputSpec(k, tuple(int(d) for d in t.shape), str(t.dtype).removeprefix("torch."))
+                              for k, t in pairs))
 
 
 # ------------------------------------------------------------------------------------------ naming misses

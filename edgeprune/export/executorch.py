@@ -8,7 +8,8 @@ Schemes:
                 activations), then lowered like fp32.
   int8-dynamic  PT2E with dynamic activation quantisation (activations quantised at run time).
 
-The exported graph has a static batch size: that of `example_input` (normally 1).
+The exported graph has a static batch size: that of `example_input` (normally 1). The program's outputs are the
+model's in torch's pytree flattening order (`outputs.py`), which the .pte keeps.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_bytes
 from edgeprune.errors import ConfigError, UnsupportedModelError
-from edgeprune.export.base import Exporter, ExportResult, first_line, quiet_capture, reference_for, unsupported
+from edgeprune.export.base import (
+    Exporter,
+    ExportResult,
+    first_line,
+    model_outputs,
+    quiet_capture,
+    reference_for,
+    unsupported,
+)
+from edgeprune.outputs import with_keys
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 # Call nodes that are bookkeeping, not operators executed at run time.
@@ -69,6 +79,7 @@ class ExecuTorchExporter(Exporter):
 
         start = time.perf_counter()
         model = model.eval()
+        outputs = model_outputs(model, example_input.to(torch.float32))  # refuses non-tensor outputs before export
         if scheme == "fp16":
             half = copy.deepcopy(model).half().eval()
             ep = self._capture(half, example_input.to(torch.float16), scheme)
@@ -98,7 +109,7 @@ class ExecuTorchExporter(Exporter):
             size_bytes=len(buffer),
             sha256=hashlib.sha256(buffer).hexdigest(),
             inputs=_specs(ep, "input"),
-            outputs=_specs(ep, "output"),
+            outputs=with_keys(_specs(ep, "output"), outputs),
             plan=plan,
             lowering=lowering,
             export_s=round(export_s, 4),

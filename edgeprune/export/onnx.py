@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +39,16 @@ import torch
 from edgeprune._deps import package_version, require
 from edgeprune._io import atomic_write_bytes, sha256_file
 from edgeprune.errors import ConfigError, EdgepruneError, UnsupportedModelError
-from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
+from edgeprune.export.base import (
+    Exporter,
+    ExportResult,
+    Reference,
+    model_outputs,
+    quiet_capture,
+    reference_for,
+    unsupported,
+)
+from edgeprune.outputs import with_keys
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 REDUCE_RANGE_WHY = (
@@ -171,6 +180,7 @@ class OnnxExporter(Exporter):
         out_path.parent.mkdir(parents=True, exist_ok=True)
         example_input = example_input.detach().float()
         start = time.perf_counter()
+        model_out = model_outputs(model, example_input)  # refuses non-tensor outputs before export
         tmp = Path(tempfile.mkdtemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp"))
         step = ["convert", "with torch.onnx"]  # what was running, for the message if it fails
         try:
@@ -204,7 +214,7 @@ class OnnxExporter(Exporter):
             size_bytes=out_path.stat().st_size,
             sha256=sha256_file(out_path),
             inputs=_specs(proto.graph.input),
-            outputs=_specs(proto.graph.output),
+            outputs=with_keys(_specs(proto.graph.output), model_out),
             plan=plan,
             lowering=lowering,
             export_s=round(time.perf_counter() - start, 3),
@@ -229,7 +239,7 @@ class OnnxExporter(Exporter):
         scheme: str,
         tmp: Path,
         step: list[str],
-    ) -> tuple[Path, Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    ) -> tuple[Path, Reference, dict[str, Any]]:
         fp32 = tmp / "model.onnx"
         ort = require("onnxruntime", extra="onnx")
         if scheme == "fp16":
@@ -281,26 +291,33 @@ class OnnxExporter(Exporter):
         }
 
 
-def _qdq_reference(ort, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+class _QdqReference(Reference):
     """The fake-quantised twin of a static-int8 QDQ model: the same graph with every optimisation off.
 
     ONNX Runtime then runs each DequantizeLinear -> float op -> QuantizeLinear as written (float compute on the
     quantised values, rounding at each Q), while the artifact's session fuses those into int8 kernels (QLinearConv,
     QGemm, ...) with fixed-point requantisation. This is what PT2E's fake-quantised module is for the other targets:
-    parity then checks the int8 lowering, not quantisation error (which the accuracy figures report).
+    parity then checks the int8 lowering, not quantisation error (which the accuracy figures report). Every graph
+    output is returned, in the graph's order (the model's flattening order).
     """
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(Path(path).read_bytes(), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
 
-    def reference(x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, ort, path: Path):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(Path(path).read_bytes(), options, providers=["CPUExecutionProvider"])
+        self._name = self._session.get_inputs()[0].name
+        super().__init__(self._run)
+
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.detach().float().numpy()
-        rows = [session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))]
-        return torch.from_numpy(np.concatenate(rows).astype(np.float32, copy=False))
+        rows = [self._session.run(None, {self._name: x[i : i + 1]}) for i in range(len(x))]
+        return [torch.from_numpy(np.concatenate([r[j] for r in rows]).astype(np.float32, copy=False))
+                for j in range(len(rows[0]))]
 
-    return reference
+
+def _qdq_reference(ort, path: Path) -> Reference:
+    return _QdqReference(ort, path)
 
 
 EXPORTER = OnnxExporter()

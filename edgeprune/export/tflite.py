@@ -17,6 +17,10 @@ Lowering facts come from loading the flatbuffer in ai-edge-litert twice: once wi
 op list) and once with the default XNNPACK delegate; each DELEGATE node's inputs / outputs bound the partition it
 replaced, and walking producers back from its outputs to its inputs gives the ops inside it. Ops in no partition
 run on the builtin kernels. This is the host's XNNPACK build; a phone runs the same delegate code for ARM.
+
+Outputs: the flatbuffer's own output order need not be the model's, so the artifact lists them in the model's
+flattening order (`outputs.py`), matched by name through the signature (`signature_output_names`); runtime sessions
+read them by tensor name.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ import torch
 
 from edgeprune._deps import package_version, require
 from edgeprune._io import atomic_write_bytes, sha256_file
-from edgeprune.errors import EdgepruneError
-from edgeprune.export.base import Exporter, ExportResult, quiet_capture, reference_for, unsupported
+from edgeprune.errors import EdgepruneError, ModelError
+from edgeprune.export.base import Exporter, ExportResult, model_outputs, quiet_capture, reference_for, unsupported
+from edgeprune.outputs import leaves, with_keys
 from edgeprune.types import Artifact, Plan, TensorSpec
 
 _QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -44,8 +49,47 @@ def _tensor_spec(detail: dict[str, Any]) -> TensorSpec:
     return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), dtype)
 
 
-def inspect_flatbuffer(content: bytes) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:
-    """(input specs, output specs, lowering facts) of a .tflite flatbuffer, read through ai-edge-litert."""
+def signature_output_names(value: Any) -> list[str]:
+    """The names litert-torch gives the outputs of a model that returned `value`, in flattening order: a dict's keys
+    joined with '_' one level down ('heads_box', 'heads_0'), else 'output_<i>' for the i-th flattened tensor
+    (litert_torch/_convert/litert_converter.py `_get_output_names`, litert 0.10). Checked against the converted
+    model's signature by `inspect_flatbuffer`, never assumed."""
+    if not isinstance(value, dict):
+        return [f"output_{i}" for i in range(len(leaves(value)))]
+    names: list[str] = []
+
+    def walk(node: Any, prefix: str) -> None:
+        for name, item in node.items() if isinstance(node, dict) else enumerate(node):
+            if isinstance(item, (dict, list, tuple)):
+                walk(item, f"{prefix}{name}_")
+            else:
+                names.append(f"{prefix}{name}")
+
+    walk(value, "")
+    return names
+
+
+def _signature_order(interpreter: Any, details: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """`details` (the interpreter's outputs) in the model's flattening order, by the signature's output names."""
+    signatures = interpreter._get_full_signature_list()  # {key: {"inputs": {..}, "outputs": {name: tensor index}}}
+    by_name = next(iter(signatures.values()))["outputs"] if signatures else {}
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ModelError(f"LiteRT names the model's outputs by joining their keys with '_', and '{duplicated[0]}' "
+                         "then names two of them; rename one of the keys")
+    if sorted(by_name) != sorted(names):
+        raise ModelError(f"the LiteRT signature's outputs ({', '.join(sorted(by_name)) or 'none'}) are not the "
+                         f"model's ({', '.join(names)}); return a tensor, a tuple or a dict of tensors")
+    by_index = {int(d["index"]): d for d in details}
+    return [by_index[int(by_name[n])] for n in names]
+
+
+def inspect_flatbuffer(content: bytes, output_names: list[str] | None = None
+                       ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], dict[str, Any]]:  # fmt: skip
+    """(input specs, output specs, lowering facts) of a .tflite flatbuffer, read through ai-edge-litert.
+
+    With `output_names` (`signature_output_names` of the model's outputs), the output specs follow the model's
+    flattening order, matched through the signature by name; else the interpreter's order."""
     litert = require("ai_edge_litert.interpreter", extra="tflite")
     plain = litert.Interpreter(
         model_content=content,
@@ -53,7 +97,10 @@ def inspect_flatbuffer(content: bytes) -> tuple[tuple[TensorSpec, ...], tuple[Te
     )
     plain.allocate_tensors()
     inputs = tuple(_tensor_spec(d) for d in plain.get_input_details())
-    outputs = tuple(_tensor_spec(d) for d in plain.get_output_details())
+    details = plain.get_output_details()
+    if output_names is not None:
+        details = _signature_order(plain, details, output_names)
+    outputs = tuple(_tensor_spec(d) for d in details)
     ops = plain._get_ops_details()  # private but stable since TF 2.x; the public API lists no ops
     op_counts = dict(Counter(op["op_name"] for op in ops))
 
@@ -131,6 +178,9 @@ class TFLiteExporter(Exporter):
         out_path.parent.mkdir(parents=True, exist_ok=True)
         example_input = example_input.detach().float()
         start = time.perf_counter()
+        model_out = model_outputs(model, example_input)  # refuses non-tensor outputs before conversion
+        with torch.no_grad():
+            names = signature_output_names(model(example_input))
         lowering: dict[str, Any] = {}
         step = ["convert", "with litert-torch"]  # what was running, for the message if it fails
         try:
@@ -149,7 +199,7 @@ class TFLiteExporter(Exporter):
                     content = self._aeq(content, recipe.dynamic_wi8_afp32())
                     lowering["quantizer"] = "ai_edge_quantizer dynamic_wi8_afp32 (int8 weights, float I/O)"
             step[:] = ["lower", "(ai_edge_litert cannot load the converted flatbuffer)"]
-            inputs, outputs, facts = inspect_flatbuffer(content)
+            inputs, outputs, facts = inspect_flatbuffer(content, names)
         except (EdgepruneError, MemoryError):
             raise
         except Exception as exc:
@@ -170,7 +220,7 @@ class TFLiteExporter(Exporter):
             size_bytes=out_path.stat().st_size,
             sha256=sha256_file(out_path),
             inputs=inputs,
-            outputs=outputs,
+            outputs=with_keys(outputs, model_out),
             plan=plan,
             lowering=lowering,
             export_s=round(export_s, 3),

@@ -4,11 +4,13 @@ It needs only numpy and the artifact's runtime (`executorch`, `ai_edge_litert` o
 itself, so it imports nothing from this package. Usage on the device:
 
     python3 remote_measure.py --artifact model.pte --inputs inputs.npy --warmup 10 --runs 50 --threads 4 \
-        --outputs outputs.npy > result.json
+        --outputs outputs.npz > result.json
 
 `inputs.npy` holds float32 rows shaped like the model's input without the batch dimension's meaning: row i is fed
 as a batch-1 input. The result JSON holds latency samples' statistics, memory figures and runtime versions; the
-float32 outputs (one row per input) are written to `--outputs`.
+float32 outputs (one row per input) are written to `--outputs`: every output of the model to an `.npz`, keyed by
+the runtime's output names (ExecuTorch, which has none: `output_<i>`) in the runtime's order, or the first output
+alone to an `.npy`. The host puts them in the model's order by name (`edgeprune.outputs.read_remote`).
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ class _ExecuTorch:
             pass
         self.versions = {"executorch": _version("executorch"), "torch": torch.__version__}
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        out = self._method.execute((self._torch.from_numpy(x).to(self._dtype),))[0]
-        return out.to(self._torch.float32).numpy().copy()
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        outs = self._method.execute((self._torch.from_numpy(x).to(self._dtype),))
+        return {f"output_{i}": t.to(self._torch.float32).numpy().copy() for i, t in enumerate(outs)}
 
 
 class _LiteRT:
@@ -83,20 +85,23 @@ class _LiteRT:
         self._it = Interpreter(model_path=path, num_threads=threads)
         self._it.allocate_tensors()
         self._in = self._it.get_input_details()[0]
-        self._out = self._it.get_output_details()[0]
+        self._outs = self._it.get_output_details()
         self.versions = {"ai_edge_litert": _version("ai-edge-litert")}
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         if self._in["dtype"] == np.int8:
             scale, zero = self._in["quantization"]
             x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
         self._it.set_tensor(self._in["index"], x.astype(self._in["dtype"], copy=False))
         self._it.invoke()
-        y = self._it.get_tensor(self._out["index"])
-        if self._out["dtype"] == np.int8:
-            scale, zero = self._out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return np.asarray(y, dtype=np.float32).copy()
+        out = {}
+        for detail in self._outs:
+            y = self._it.get_tensor(detail["index"])
+            if detail["dtype"] == np.int8:
+                scale, zero = detail["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            out[detail["name"]] = np.asarray(y, dtype=np.float32).copy()
+        return out
 
 
 class _OnnxRuntime:
@@ -111,16 +116,20 @@ class _OnnxRuntime:
         opts.inter_op_num_threads = 1
         self._sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self._name = self._sess.get_inputs()[0].name
+        self._outs = [o.name for o in self._sess.get_outputs()]
         self.versions = {"onnxruntime": ort.__version__}
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._sess.run(None, {self._name: x})[0], dtype=np.float32)
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        ys = self._sess.run(None, {self._name: x})
+        return {name: np.asarray(y, dtype=np.float32) for name, y in zip(self._outs, ys)}
 
 
 RUNTIMES = {".pte": _ExecuTorch, ".tflite": _LiteRT, ".onnx": _OnnxRuntime, ".ort": _OnnxRuntime}
 
 
-def measure(artifact: str, inputs: np.ndarray, warmup: int, runs: int, threads: int) -> tuple[dict, np.ndarray]:
+def measure(artifact: str, inputs: np.ndarray, warmup: int, runs: int,
+            threads: int) -> tuple[dict, dict[str, np.ndarray]]:  # fmt: skip
+    """(result, every output by the runtime's name: rows stacked, one per input, in the runtime's order)."""
     suffix = os.path.splitext(artifact)[1]
     if suffix not in RUNTIMES:
         raise SystemExit(f"remote_measure: unknown artifact type '{suffix}'; known: {', '.join(RUNTIMES)}")
@@ -129,7 +138,8 @@ def measure(artifact: str, inputs: np.ndarray, warmup: int, runs: int, threads: 
         importlib.import_module(module)
     rss_before_kb = _status_kb("VmRSS")
     session = runtime(artifact, threads)
-    outputs = np.stack([session.run(inputs[i : i + 1])[0] for i in range(len(inputs))])
+    rows = [session.run(inputs[i : i + 1]) for i in range(len(inputs))]
+    outputs = {name: np.stack([row[name][0] for row in rows]) for name in rows[0]}
     first = np.ascontiguousarray(inputs[:1])
     for _ in range(warmup):
         session.run(first)
@@ -163,14 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Measure one model artifact on this machine (edgeprune remote entry point).")
     parser.add_argument("--artifact", required=True)
     parser.add_argument("--inputs", required=True, help=".npy of float32 inputs, one row per inference")
-    parser.add_argument("--outputs", required=True, help="where to write the float32 outputs (.npy)")
+    parser.add_argument("--outputs", required=True,
+                        help="where to write the float32 outputs: .npz every output by name, .npy the first")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     inputs = np.load(args.inputs, allow_pickle=False).astype(np.float32, copy=False)
     result, outputs = measure(args.artifact, inputs, args.warmup, args.runs, args.threads)
-    np.save(args.outputs, outputs.astype(np.float32))
+    arrays = {name: a.astype(np.float32) for name, a in outputs.items()}
+    if args.outputs.endswith(".npz"):
+        with open(args.outputs, "wb") as fh:  # a file object: numpy adds no suffix of its own
+            np.savez(fh, **arrays)
+    else:
+        np.save(args.outputs, next(iter(arrays.values())))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

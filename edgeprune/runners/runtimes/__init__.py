@@ -18,7 +18,10 @@ class RuntimeSession(Protocol):
     """e.g. 'executorch.runtime', 'ai_edge_litert.Interpreter', 'onnxruntime.InferenceSession'."""
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """One inference on a batch-1 float32 input; float32 output (dequantised where the I/O is int8)."""
+        """One inference on a batch-1 float32 input; its first float32 output (dequantised where the I/O is int8)."""
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """One inference; every output as float32, in the artifact's output order (`Artifact.outputs`)."""
 
     def memory(self) -> tuple[float | None, str]:
         """(peak memory in MB, how it was obtained) for this loaded artifact."""

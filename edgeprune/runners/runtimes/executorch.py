@@ -66,6 +66,9 @@ class ExecuTorchSession:
         self._torch = torch
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         if tuple(x.shape) != self._in_shape:
             raise ConfigError(f"input of shape {tuple(x.shape)} does not match the program's input {self._in_shape}")
         tensor = self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(self._in_dtype)
@@ -73,8 +76,9 @@ class ExecuTorchSession:
             outputs = self._method.execute((tensor,))
         except Exception as exc:  # noqa: BLE001
             raise DeviceError(f"executorch.runtime failed running '{self._path.name}': {_first_line(exc)}") from exc
-        # Copy: the output may live in the program's planned arena, which the next execute() overwrites.
-        return np.array(outputs[0].to(self._torch.float32).numpy(), dtype=np.float32, copy=True)
+        # Copy: the outputs may live in the program's planned arena, which the next execute() overwrites. The program
+        # returns them in the model's flattening order, the artifact's output order.
+        return [np.array(t.to(self._torch.float32).numpy(), dtype=np.float32, copy=True) for t in outputs]
 
     def memory(self) -> tuple[float | None, str]:
         return (self._arena_bytes + self._file_bytes) / 1e6, MEMORY_METHOD

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeprune._deps import package_version, require
 from edgeprune.errors import DeviceError
-from edgeprune.types import Artifact
+from edgeprune.types import Artifact, TensorSpec
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -34,7 +34,7 @@ def _vm_rss_kb() -> int | None:
 class OnnxSession:
     runner = "onnxruntime.InferenceSession"
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, outputs: tuple[TensorSpec, ...] = ()):
         ort = require("onnxruntime", extra="onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -52,7 +52,10 @@ class OnnxSession:
         if inputs[0].type not in _ORT_TYPES or np.dtype(_ORT_TYPES[inputs[0].type]).kind != "f":
             raise DeviceError(f"'{path}' input '{inputs[0].name}' is {inputs[0].type}; the host runner feeds floats")
         self._input_dtype = _ORT_TYPES[inputs[0].type]
-        self._output_name = self._session.get_outputs()[0].name
+        names = [o.name for o in self._session.get_outputs()]
+        wanted = [spec.name for spec in outputs]
+        # the artifact's output order (the model's flattening order); the graph's own where the names differ
+        self._output_names = wanted if wanted and set(wanted) <= set(names) else names
         shape = tuple(d if isinstance(d, int) else 1 for d in inputs[0].shape)
         self.run(np.zeros(shape, dtype=np.float32))  # first run allocates the arena: inside the measured window
         rss_after = _vm_rss_kb()
@@ -61,9 +64,12 @@ class OnnxSession:
             self._rss_delta_mb = (rss_after - rss_before) * 1024 / 1e6  # kB (KiB) -> MB
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.run_all(x)[0]
+
+    def run_all(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.asarray(x).astype(self._input_dtype, copy=False)
-        (y,) = self._session.run([self._output_name], {self._input_name: x})
-        return np.asarray(y).astype(np.float32, copy=False)
+        ys = self._session.run(self._output_names, {self._input_name: x})
+        return [np.asarray(y).astype(np.float32, copy=False) for y in ys]
 
     def memory(self) -> tuple[float | None, str]:
         if self._rss_delta_mb is None:
@@ -85,4 +91,4 @@ class OnnxSession:
 
 
 def open_session(artifact: Artifact, threads: int) -> OnnxSession:
-    return OnnxSession(artifact.path, threads)
+    return OnnxSession(artifact.path, threads, artifact.outputs)
