@@ -1,7 +1,12 @@
 """Resolve a model spec string to a `ModelSpec`: the module in eval mode plus its batch-1 input shape.
 
-Forms: `examples:digits`, `torchvision:NAME`, `timm:NAME`, `pkg.module:factory` (a callable returning an
-`nn.Module`). Weights are a state_dict loaded with `torch.load(..., weights_only=True)`.
+Forms: `examples:digits`, `examples:shapes-detect`, `examples:shapes-segment`, `torchvision:NAME`, `timm:NAME`,
+`pkg.module:factory` (a callable returning an `nn.Module`). Weights are a state_dict loaded with
+`torch.load(..., weights_only=True)`.
+
+torchvision detection and segmentation builders are built offline (`weights=None, weights_backbone=None`; weights
+only through `--weights`, a state_dict of the torchvision model) and wrapped by `edgeprune.vision_heads` so that
+forward returns the raw heads; the wrapper's `postprocess_steps` names what the app must run on them.
 """
 
 from __future__ import annotations
@@ -19,8 +24,16 @@ from edgeprune._deps import require
 from edgeprune.errors import ModelError
 from edgeprune.types import ModelSpec
 
-SPEC_FORMS = "examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory"
+SPEC_FORMS = ("examples:digits, examples:shapes-detect, examples:shapes-segment, torchvision:NAME, timm:NAME or "
+              "pkg.module:factory")
+EXAMPLES = ("examples:digits", "examples:shapes-detect", "examples:shapes-segment")
 DEFAULT_IMAGE_SHAPE = (1, 3, 224, 224)
+DETECTION_SHAPE = (1, 3, 512, 512)
+SEGMENTATION_SHAPE = (1, 3, 520, 520)
+DETECTION_PREPROCESSING = ("float32 NCHW RGB in [0, 1], resized to the input size; the mean/std normalisation is "
+                           "inside the model")
+SEGMENTATION_PREPROCESSING = ("float32 NCHW RGB in [0, 1] resized to the input size, then normalised with mean "
+                              "(0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225) as torchvision's weights expect")
 IMAGE_PREPROCESSING = "float32 NCHW; apply the preprocessing the model was trained with (not recorded by edgeprune)"
 
 
@@ -91,6 +104,63 @@ def _torchvision(name: str) -> nn.Module:
     return tv.models.get_model(name, weights=None)
 
 
+def torchvision_task(name: str) -> str | None:
+    """'detection' or 'segmentation' for torchvision builders of those kinds, else None."""
+    tv = require("torchvision", extra="vision")
+    if name in tv.models.list_models(module=tv.models.detection):
+        return "detection"
+    if name in tv.models.list_models(module=tv.models.segmentation):
+        return "segmentation"
+    return None
+
+
+def default_vision_shape(name: str) -> tuple[int, ...]:
+    """Batch-1 input shape a detection/segmentation builder is resolved at when none is given: the fixed size of
+    SSD300 / SSDLite320, 512x512 for RetinaNet / FCOS (their 800-1333 px desktop resize is too large for phones;
+    512 keeps every FPN level whole), 520x520 for segmenters (the resize of torchvision's segmentation weights)."""
+    if name.startswith("ssdlite320"):
+        return (1, 3, 320, 320)
+    if name.startswith("ssd300"):
+        return (1, 3, 300, 300)
+    if torchvision_task(name) == "segmentation":
+        return SEGMENTATION_SHAPE
+    return DETECTION_SHAPE
+
+
+def _weights_keys(path: str) -> set[str]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # load_weights reports the problem in its own words
+        return set()
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return set(state) if isinstance(state, dict) else set()
+
+
+def _torchvision_vision(name: str, task: str, shape: tuple[int, ...], weights: str | None) -> nn.Module:
+    """A detection or segmentation builder built offline (no weights, no backbone weights unless `weights` is
+    given), `weights` loaded, then wrapped so forward returns the raw heads (edgeprune.vision_heads)."""
+    from edgeprune import vision_heads
+
+    tv = require("torchvision", extra="vision")
+    kwargs: dict[str, object] = {"weights": None, "weights_backbone": None}
+    if task == "segmentation" and weights and any(k.startswith("aux_classifier.") for k in _weights_keys(weights)):
+        kwargs["aux_loss"] = True  # the file holds the aux head: build it to load, the wrapper then drops it
+    try:
+        model = tv.models.get_model(name, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"model spec 'torchvision:{name}' cannot be built offline: {exc}") from None
+    if task == "detection" and vision_heads._family(model) == "two-stage":
+        vision_heads.wrap_detector(model, shape, name=f"torchvision:{name}")  # raises the one-line ModelError
+    if weights:
+        load_weights(model, weights)
+    if len(shape) != 4 or shape[:2] != (1, 3):
+        raise ModelError(f"model 'torchvision:{name}': input shape {shape} must be (1, 3, H, W)")
+    if task == "detection":
+        return vision_heads.wrap_detector(model, shape, name=f"torchvision:{name}")
+    return vision_heads.SegmentationLogits(model, shape)
+
+
 def _timm(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     timm = require("timm", extra="vision")
     try:
@@ -133,14 +203,30 @@ def resolve_model(
     """
     default_data = None
     preprocessing = IMAGE_PREPROCESSING
+    weights_loaded = False  # set where a branch loads `weights` itself (before wrapping the module)
     if spec == "examples:digits":
         from edgeprune.data import DIGITS_PREPROCESSING
         from edgeprune.examples import digits
 
         module = digits.build_model() if weights else digits.load_trained(progress=progress)
         shape, name, default_data, preprocessing = digits.INPUT_SHAPE, "digits", spec, DIGITS_PREPROCESSING
+    elif spec in ("examples:shapes-detect", "examples:shapes-segment"):
+        from edgeprune.examples import shapes
+
+        task = "detection" if spec.endswith("detect") else "segmentation"
+        if input_shape is not None and tuple(input_shape) != shapes.INPUT_SHAPE:
+            raise ModelError(f"model spec '{spec}' takes input shape {shapes.INPUT_SHAPE}, not {tuple(input_shape)}")
+        module = shapes.build_model(task) if weights else shapes.load_trained(task, progress=progress)
+        shape, name, default_data, preprocessing = shapes.INPUT_SHAPE, spec.split(":", 1)[1], spec, shapes.PREPROCESSING
     elif spec.startswith("examples:"):
-        raise ModelError(f"model spec '{spec}': unknown example; known: examples:digits")
+        raise ModelError(f"model spec '{spec}': unknown example; known: {', '.join(EXAMPLES)}")
+    elif spec.startswith("torchvision:") and torchvision_task(spec.split(":", 1)[1]):
+        name = spec.split(":", 1)[1]
+        task = torchvision_task(name)
+        shape = tuple(input_shape) if input_shape is not None else default_vision_shape(name)
+        module = _torchvision_vision(name, task, shape, weights)
+        weights_loaded = True
+        preprocessing = DETECTION_PREPROCESSING if task == "detection" else SEGMENTATION_PREPROCESSING
     elif spec.startswith("torchvision:"):
         name = spec.split(":", 1)[1]
         module, shape = _torchvision(name), DEFAULT_IMAGE_SHAPE
@@ -159,7 +245,7 @@ def resolve_model(
     else:
         raise ModelError(f"model spec '{spec}' is not understood; forms: {SPEC_FORMS}")
 
-    if weights:
+    if weights and not weights_loaded:
         load_weights(module, weights)
     shape = tuple(input_shape) if input_shape is not None else tuple(shape)
     return _settle(module, shape, spec=spec, name=name, preprocessing=preprocessing, default_data=default_data,

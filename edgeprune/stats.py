@@ -1,6 +1,6 @@
 """The statistics verdicts rest on: binomial intervals for accuracies on a finite test split, bootstrap intervals for
-latency percentiles measured in blocks, and a detector of multi-modal timings (a shared machine that switches
-between a fast and a slow state for seconds at a time).
+latency percentiles measured in blocks and for any metric of independent items, and a detector of multi-modal
+timings (a shared machine that switches between a fast and a slow state for seconds at a time).
 
 Pure numpy; every function is deterministic for its inputs (the bootstrap draws from a fixed seed).
 """
@@ -8,7 +8,7 @@ Pure numpy; every function is deterministic for its inputs (the bootstrap draws 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,22 @@ def bootstrap_block_percentile(blocks: Sequence[Sequence[float]], q: float, *, r
     column = rng.integers(0, resamples, size=(resamples, n_blocks))
     stats = np.median(within[picked, column], axis=1)
     low, high = np.percentile(stats, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], float], *, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of a statistic of `n` independent items (samples, images or batches):
+    `statistic(idx)` computes it on the items `idx`, an index array drawn with replacement. Resamples whose
+    statistic is undefined (NaN: say, no ground truth drawn) are left out; ValueError when all are."""
+    if n <= 0 or resamples <= 0:
+        raise ValueError(f"need n > 0 items and resamples > 0, got {n} and {resamples}")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(resamples)], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        raise ValueError("the statistic is undefined on every resample")
+    low, high = np.percentile(values, [2.5, 97.5])
     return float(low), float(high)
 
 
