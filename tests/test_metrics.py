@@ -13,8 +13,8 @@ from edgeprune import metrics, stats
 from edgeprune.errors import ConfigError
 
 
-def _score(name: str, outputs, labels, **kw) -> metrics.MetricResult:
-    return metrics.evaluate(metrics.get_metric(name, **kw), [(outputs, labels)])
+def _score(name: str, outputs, labels, resamples: int | None = None, **kw) -> metrics.MetricResult:
+    return metrics.evaluate(metrics.get_metric(name, **kw), [(outputs, labels)], resamples=resamples)
 
 
 def test_top1_counts_argmax_hits_with_a_wilson_interval():
@@ -45,10 +45,10 @@ def test_map50_and_map50_95_on_two_images_with_known_boxes():
          "labels": torch.tensor([1, 1])},
     ]
     # ranked FP, TP, TP: precision 1/2 at recall 1/2 and 2/3 at recall 1, so the 101-point envelope is 2/3
-    assert _score("map50", preds, targets).value == pytest.approx(2 / 3, abs=1e-4)
+    assert _score("map50", preds, targets, resamples=10).value == pytest.approx(2 / 3, abs=1e-4)
     # IoU 0.74 counts at thresholds 0.50..0.70 (AP 2/3) and not at 0.75..0.95 (recall 1/2 at precision 1/2:
     # 51 of 101 recall points at 1/2)
-    assert _score("map50_95", preds, targets).value == pytest.approx((2 / 3 + 25.5 / 101) / 2, abs=1e-4)
+    assert _score("map50_95", preds, targets, resamples=10).value == pytest.approx((2 / 3 + 25.5 / 101) / 2, abs=1e-4)
 
 
 def test_mae_and_rmse_are_lower_is_better():

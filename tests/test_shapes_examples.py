@@ -84,6 +84,14 @@ def test_trained_on_first_use_cached_and_scored(task, tiny_recipes, tmp_path, mo
     assert program is not None
 
 
+@pytest.mark.slow
+def test_training_is_deterministic(tiny_recipes):
+    data = shapes.shapes_split("segmentation", samples=40)
+    first, second = (shapes.train("segmentation", data, tiny_recipes["segmentation"]) for _ in range(2))
+    for key, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[key], value), key
+
+
 def test_shapes_spec_rejects_another_input_shape():
     with pytest.raises(ModelError, match=r"takes input shape \(1, 3, 64, 64\)"):
         resolve_model("examples:shapes-detect", input_shape=(1, 3, 96, 96))

@@ -10,7 +10,8 @@ ids. Image i of seed s is drawn from `numpy.random.default_rng([s, i])`, so it i
 Splits (`shapes_split`): of `SAMPLES` images, the first 60% train (calibration: the first 10% of all), the next 20%
 validation, the last 20% test.
 
-The models (input (1, 3, 64, 64), the image as generated; normalisation is inside):
+The models take the image as generated: (1, 3, 64, 64) in [0, 1] (the detector's mean/std step is inside it; the
+segmenter was trained on [0, 1] as is):
 - detector: torchvision's SSD with an SSDLite head (depthwise-separable predictors) on a small MobileNetV2-style
   backbone; three feature levels (strides 4, 8, 16), two square anchors per location, 672 anchors. Exported through
   `edgeprune.vision_heads.DetectionHeads`: raw `cls_logits` and `bbox_regression`; its `postprocess` decodes them.
@@ -19,6 +20,8 @@ The models (input (1, 3, 64, 64), the image as generated; normalisation is insid
 
 Each trains on the train split from a fixed recipe (deterministic, one thread) and is cached as
 `<cache>/shapes-<task>-<recipe_key>.pt`, like `examples:digits`; changing the recipe changes the key and retrains.
+Trained so, they score on the 400-image test split: detector mAP50 0.994 (mAP50:95 0.837), segmenter mIoU 0.799
+(torch 2.14.1, torchvision 0.29.1; about 3 and 1 minutes of one busy core).
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ NOISE_STD = 0.08
 SAMPLES = 2000
 SPLIT_SEED = 0
 SPLIT_RULE = "first 60% train (calibration: first 10% of all), next 20% validation, last 20% test"
-PREPROCESSING = ("64x64 RGB image as float32 NCHW in [0, 1] (edgeprune.examples.shapes.generate); the mean/std "
-                 "normalisation is inside the model")
+PREPROCESSING = ("64x64 RGB image as float32 NCHW in [0, 1] (edgeprune.examples.shapes.generate); no mean/std "
+                 "normalisation by the app")
 TASKS = ("detection", "segmentation")
 
 BACKBONE: tuple[tuple[int, int, int], ...] = (
@@ -220,7 +223,8 @@ def shapes_split(task: str, samples: int = SAMPLES, seed: int = SPLIT_SEED) -> D
 
 
 class ShapesBackbone(nn.Module):
-    """A small MobileNetV2-style backbone (the digits example's inverted residuals) returning the feature maps named in `features` ({block index: name})."""
+    """A small MobileNetV2-style backbone (the digits example's inverted residuals) returning the feature maps
+    named in `features` ({block index: name})."""
 
     def __init__(self, features: dict[int, str]):
         super().__init__()
