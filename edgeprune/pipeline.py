@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import edgeprune
+from edgeprune._cores import usable_cores
 from edgeprune._deps import package_version
 from edgeprune._io import atomic_write_json, open_staging, raise_if_no_space
 from edgeprune._progress import Steps
@@ -33,6 +34,7 @@ from edgeprune.errors import ConfigError, ParityError
 from edgeprune.export import ExportResult, get_exporter, missing_toolchain
 from edgeprune.judge import assess_quality, judge
 from edgeprune.modelspec import resolve_model, spec_from_module
+from edgeprune.outputs import ModelOutputs, describe, require_single, run_rows
 from edgeprune.profiles import DeviceProfile, load_profile
 from edgeprune.evaluator import check_criteria, planner_for
 from edgeprune.planner.journal import Journal
@@ -240,10 +242,9 @@ def _select_targets(
     return by_device, skipped
 
 
-def _outputs(fn: Any, x: np.ndarray) -> np.ndarray:
-    """Float32 outputs of a PyTorch callable over `x`, row by row (exported graphs take batch 1)."""
-    with torch.no_grad():
-        return np.stack([fn(as_tensor(x[i : i + 1])).float().numpy()[0] for i in range(len(x))])
+def _outputs(fn: Any, x: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Float32 outputs of a PyTorch callable over `x`, row by row (exported graphs take batch 1), by key."""
+    return run_rows(fn, x, keys)
 
 
 def _recover(
@@ -316,21 +317,21 @@ class _Exports:
     """Exports and measurements shared between devices and planning rounds, kept in the staging folder."""
 
     def __init__(self, staging: Path, example: torch.Tensor, calib: torch.Tensor, dataset: Dataset, runner: Any,
-                 request: BuildRequest, steps: Steps):
+                 request: BuildRequest, steps: Steps, outputs: ModelOutputs):
         self.staging, self.example, self.calib, self.dataset = staging, example, calib, dataset
-        self.runner, self.request, self.steps = runner, request, steps
-        self._exports: dict[tuple[int, str, str], tuple[ExportResult, np.ndarray]] = {}
+        self.runner, self.request, self.steps, self.outputs = runner, request, steps, outputs
+        self._exports: dict[tuple[int, str, str], tuple[ExportResult, dict[str, np.ndarray]]] = {}
         self._measured: dict[tuple[int, str, str, int, bool], Measurement] = {}
         self._keep: list[torch.nn.Module] = []  # the models the cache keys' ids refer to stay alive
 
-    def export(self, model: torch.nn.Module, plan: Plan) -> tuple[ExportResult, np.ndarray]:
+    def export(self, model: torch.nn.Module, plan: Plan) -> tuple[ExportResult, dict[str, np.ndarray]]:
         key = (id(model), plan.target, plan.scheme)
         if key not in self._exports:
             self._keep.append(model)
             with self.steps.step(f"Exporting {plan.target} ({plan.scheme})"):
                 path = self.staging / f"export-{len(self._exports)}{ARTIFACT_SUFFIX[plan.target]}"
                 result = get_exporter(plan.target).export(model, self.example, self.calib, plan, path)
-                self._exports[key] = (result, _outputs(result.reference, self.dataset.eval_x))
+                self._exports[key] = (result, _outputs(result.reference.all, self.dataset.eval_x, self.outputs.keys))
         return self._exports[key]
 
     def measure(self, model: torch.nn.Module, plan: Plan, threads: int, timing_only: bool = False) -> Measurement:
@@ -350,7 +351,7 @@ class _Exports:
 def _threads(threads: int, runner: Any) -> int:
     """`threads`, capped at this machine's cores when the runner is the host."""
     if runner.where == "host":
-        threads = min(threads, os.cpu_count() or 1)
+        threads = min(threads, usable_cores())
     return threads
 
 
@@ -431,6 +432,11 @@ def _build(
 ) -> BuildResult:
     targets = tuple(t for t in TARGETS if any(t in chosen for chosen in targets_by_device.values()))
     spec = _model_spec(request, steps)
+    model_outputs = describe(spec.module, torch.zeros(spec.input_shape))  # non-tensor outputs refused here
+    if request.plan_settings is not None:
+        require_single(model_outputs, "planning")
+    elif request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values()):
+        require_single(model_outputs, "pruning")
     dataset = _dataset(request, spec)
     check_inputs(dataset.calib_x, spec.input_shape, "calibration data")
     check_inputs(dataset.eval_x, spec.input_shape, "eval data")
@@ -439,14 +445,14 @@ def _build(
 
     example = torch.zeros(spec.input_shape)
     calib = as_tensor(dataset.calib_x)
-    dense_outputs = _outputs(spec.module, dataset.eval_x)
+    dense_outputs = _outputs(spec.module, dataset.eval_x, model_outputs.keys)
     runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
                         known_hosts=request.known_hosts, adb_port=request.adb_port)
 
     staging = open_staging(request.out)  # the whole output folder is assembled aside and swapped in at the end
     journal: Journal | None = None  # a planned build's search journal (for --resume)
     try:
-        exports = _Exports(staging.scratch, example, calib, dataset, runner, request, steps)
+        exports = _Exports(staging.scratch, example, calib, dataset, runner, request, steps, model_outputs)
         if request.plan_settings is None:
             pruned, plan, summary, recovery = _fixed_plan(request, spec, dataset, steps, targets)
             assignments = {p.name: _Assignment(pruned, plan, targets_by_device[p.name], summary, recovery,
@@ -471,11 +477,12 @@ def _build(
                 plan = Plan(**{**job.plan.to_dict(), "target": target})
                 result, reference = exports.export(job.model, plan)
                 measurement = exports.measure(job.model, plan, threads)
-                quality = assess_quality(plan.scheme, measurement.outputs, reference, dense_outputs, dataset.eval_y)
+                quality = assess_quality(plan.scheme, measurement.output_map(), reference, dense_outputs,
+                                         dataset.eval_y, class_logits=model_outputs.class_logits)
                 if not quality.parity_passed:
                     raise ParityError(
                         f"target '{target}' scheme '{plan.scheme}': runtime outputs disagree with the PyTorch model "
-                        f"({quality.parity_metric} {quality.parity_value:.6g}, limit {quality.parity_limit:.6g})"
+                        f"({quality.parity_failure})"
                     )
                 file = f"model{ARTIFACT_SUFFIX[target]}"
                 predicted = predict(prof, job.model, example, target, plan.scheme, job.threads_on(prof)).to_dict()

@@ -159,7 +159,7 @@ def test_configurable_python_and_paths_with_spaces_are_quoted_and_cleaned_up(boa
     # Every argument arrived as one word, exactly: the remote dir's spaces, quotes, $() and * untouched.
     assert remote.parent == remote_dir and script == f"{remote}/remote_measure.py"
     assert args[1:9] == ["--artifact", f"{remote}/model.onnx", "--inputs", f"{remote}/inputs.npy",
-                         "--outputs", f"{remote}/outputs.npy", "--warmup", "1"]  # fmt: skip
+                         "--outputs", f"{remote}/outputs.npz", "--warmup", "1"]  # fmt: skip
     assert sorted(args[13:]) == ["inputs.npy", "model.onnx", "remote_measure.py"]  # what was copied over
     home = Path(pwd.getpwnam(board.user).pw_dir)
     assert not (home / "PWNED").exists() and not (remote_dir / "PWNED").exists()

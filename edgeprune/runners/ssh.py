@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeprune.errors import ConfigError, DeviceError
+from edgeprune.outputs import read_remote
 from edgeprune.runners import native_runner as native
 from edgeprune.runners.base import Runner, check_request
 from edgeprune.types import Artifact, Measurement
@@ -165,7 +166,7 @@ class SshRunner(Runner):
                         choice = self._native_choice(suffix)
                         _write_bundle(bundle, path, suffix, np.ascontiguousarray(inputs, dtype=np.float32),
                                       choice.bundle if choice else None)  # fmt: skip
-                    result, outputs, timings = self._measure_once(bundle, suffix, warmup, runs, threads, choice)
+                    result, raw, timings = self._measure_once(bundle, suffix, warmup, runs, threads, choice)
                     break
                 except _ConnectionLost as exc:
                     lost = exc
@@ -178,8 +179,9 @@ class SshRunner(Runner):
                 raise DeviceError(
                     f"{failures[-1]} (tried {ATTEMPTS} times{earlier}); check that the board is up and reachable over ssh"
                 ) from lost
+        outputs, named = read_remote(raw, artifact.outputs, len(inputs), f"board {self.board}")
         return self._measurement(result, outputs, len(inputs), warmup, runs, threads, path, attempt, failures, timings,
-                                 choice)  # fmt: skip
+                                 choice, named)  # fmt: skip
 
     def facts(self) -> native.DeviceFacts:
         """The board's machine, native runner and emulation marker (read once)."""
@@ -205,15 +207,15 @@ class SshRunner(Runner):
         remote = self._setup(bundle)
         timings["upload_s"] = time.perf_counter() - start
         try:
-            if choice is None:
-                program = [self.python, f"{remote}/remote_measure.py"]
+            if choice is None:  # remote_measure.py writes every output to an .npz; the native runner the first (.npy)
+                program, out_file = [self.python, f"{remote}/remote_measure.py"], f"{remote}/outputs.npz"
             else:
-                program = [choice.device_path or f"{remote}/{native.RUNNER_NAME}"]
+                program, out_file = [choice.device_path or f"{remote}/{native.RUNNER_NAME}"], f"{remote}/outputs.npy"
             argv = [
                 *program,
                 "--artifact", f"{remote}/model{suffix}",
                 "--inputs", f"{remote}/inputs.npy",
-                "--outputs", f"{remote}/outputs.npy",
+                "--outputs", out_file,
                 "--warmup", str(warmup), "--runs", str(runs), "--threads", str(threads),
             ]  # fmt: skip
             start = time.perf_counter()
@@ -223,16 +225,12 @@ class SshRunner(Runner):
                 raise self._remote_failure(proc, suffix, choice)
             result = _parse_result(proc.stdout, self.where)
             start = time.perf_counter()
-            fetched = self._ssh(shlex.join(["cat", "--", f"{remote}/outputs.npy"]), "copying the outputs back",
+            fetched = self._ssh(shlex.join(["cat", "--", out_file]), "copying the outputs back",
                                 text=False)  # fmt: skip
             timings["download_s"] = time.perf_counter() - start
             if fetched.returncode != 0:
                 raise DeviceError(f"board {self.board}: cannot read the outputs back: {_last_line(fetched.stderr)}")
-            try:
-                outputs = np.load(io.BytesIO(fetched.stdout), allow_pickle=False)
-            except ValueError as exc:
-                raise DeviceError(f"board {self.board}: the outputs copied back are not a .npy array: {exc}") from exc
-            return result, outputs, timings
+            return result, fetched.stdout, timings
         finally:
             self._cleanup(remote)
 
@@ -353,6 +351,7 @@ class SshRunner(Runner):
     def _measurement(
         self, result: dict, outputs: np.ndarray, n_inputs: int, warmup: int, runs: int, threads: int, path: Path,
         attempts: int, failures: list[str], timings: dict[str, float], choice: native.NativeChoice | None = None,
+        named_outputs: dict[str, np.ndarray] | None = None,
     ) -> Measurement:  # fmt: skip
         if outputs.ndim < 1 or len(outputs) != n_inputs:
             raise DeviceError(
@@ -407,6 +406,7 @@ class SshRunner(Runner):
             runner=runner,
             runtime_versions=versions,
             outputs=np.asarray(outputs, dtype=np.float32),
+            named_outputs=named_outputs or {},
             extra=extra,
         )
 

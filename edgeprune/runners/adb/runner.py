@@ -41,6 +41,7 @@ from typing import Callable
 import numpy as np
 
 from edgeprune.errors import ConfigError, DeviceError
+from edgeprune.outputs import read_remote
 from edgeprune.runners import cache as runner_cache
 from edgeprune.runners import energy as energy_mod
 from edgeprune.runners import native_runner as native
@@ -293,7 +294,8 @@ class AdbRunner(Runner):
         the same arguments and prints the same result."""
         folder = run.folder
         model = f"{folder}/{artifact.path.name}"
-        in_npy, out_npy = f"{folder}/inputs.npy", f"{folder}/outputs.npy"
+        # remote_measure.py writes every output to an .npz; the native runner the first output (.npy)
+        in_npy, out_npy = f"{folder}/inputs.npy", f"{folder}/outputs.{'npz' if choice is None else 'npy'}"
         buf = io.BytesIO()
         np.save(buf, inputs, allow_pickle=False)
         run.files += [model, in_npy, out_npy]
@@ -333,10 +335,7 @@ class AdbRunner(Runner):
 
         result, energy = self._run_with_energy(dev, run_program, runs, lambda res: float(res["latency_mean_ms"]))
         raw = dev.pull("pull the outputs", out_npy)
-        try:
-            outputs = np.load(io.BytesIO(raw), allow_pickle=False).astype(np.float32)
-        except ValueError as exc:
-            raise DeviceError(f"outputs.npy pulled from device {self.serial} is not a valid .npy file: {exc}") from None
+        outputs, named = read_remote(raw, artifact.outputs, len(inputs), f"device {self.serial}")
         peak, method = self._python_memory(artifact, result)
         extra = {
             "measured_with": name,
@@ -362,6 +361,7 @@ class AdbRunner(Runner):
             runner=f"{result.get('runner', name)} on the device ({name} via adb)",
             runtime_versions={str(k): str(v) for k, v in (result.get("runtime_versions") or {}).items()},
             outputs=outputs,
+            named_outputs=named,
             extra=extra,
         )
 
