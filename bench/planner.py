@@ -210,6 +210,9 @@ class Config:
     passes: int = 5
     uniform_step: float = 0.05
     fleet: bool = False
+    fleet_only: bool = False
+    fleet_budget: float = 0.7
+    fractions: tuple[float, ...] | None = None
 
 
 class Bench:
@@ -290,6 +293,11 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
     spec, data = _model(name, work, size)
     settings = PlanSettings(finetune_epochs=cfg.finetune_epochs, rank_epochs=min(cfg.rank_epochs, cfg.finetune_epochs),
                             importances=cfg.importances)
+    if cfg.fleet_only:
+        with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp, contextlib.ExitStack() as stack:
+            return {"model": spec.name, "input_shape": list(spec.input_shape), "data": data.summary(),
+                    "fleet": fleet_ratio(spec, data, settings, Bench(spec, data, cfg.runs, Path(tmp)), stack,
+                                         cfg.fleet_budget)}
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp, contextlib.ExitStack() as stack:
         bench = Bench(spec, data, cfg.runs, Path(tmp))
         dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
@@ -308,7 +316,7 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
             return {"model": spec.name, "partial": True, "dense_reference_p50_ms": reference_ms, "budgets": rows,
                     "baseline_uniform_int8": baseline}
 
-        for frac in np.linspace(0.9, 0.25, cfg.budgets):
+        for frac in cfg.fractions or np.linspace(0.9, 0.25, cfg.budgets):
             budget = float(reference_ms * frac)
             profile = host_profile().with_budget(latency_ms=budget)
             start = time.perf_counter()
@@ -364,7 +372,7 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
         for i, row in enumerate(rows):
             row.update(compare_to_uniform(row, kept_by_row.get(i), baseline, kept_uniform))
 
-        fleet = fleet_ratio(spec, data, settings, bench, stack) if cfg.fleet else {}
+        fleet = fleet_ratio(spec, data, settings, bench, stack, cfg.fleet_budget) if cfg.fleet else {}
     return {
         "model": spec.name,
         "input_shape": list(spec.input_shape),
@@ -442,9 +450,9 @@ def compare_to_uniform(row: dict[str, Any], kept: Kept | None, baseline: list[di
 
 
 def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, bench: Bench,
-                stack: contextlib.ExitStack) -> dict[str, Any]:
+                stack: contextlib.ExitStack, fraction: float) -> dict[str, Any]:
     """Planning one phone vs the fleet of five in one run (predicted costs, as a fleet build without devices): each
-    device's budget is half its predicted dense latency, so every device must prune."""
+    device's latency budget is `fraction` of its predicted dense latency, so every device must prune."""
     fleet: dict[str, Any] = {}
     for devices in (FLEET[:1], FLEET):
         fresh = stack.enter_context(planner_for(spec, data, settings))
@@ -453,17 +461,20 @@ def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, bench: B
         for device in devices:
             prof = load_profile(device)
             dense_pred = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
-            prof = prof.with_budget(latency_ms=0.5 * dense_pred, max_accuracy_drop_pct=100.0)
+            prof = prof.with_budget(latency_ms=fraction * dense_pred, max_accuracy_drop_pct=100.0)
             try:
-                final_s += fresh.plan_device(prof, ("executorch",), None, "host").final_finetune_s
+                chosen = fresh.plan_device(prof, ("executorch",), None, "host")
+                final_s += chosen.final_finetune_s
                 done += 1
-            except BudgetInfeasibleError:
-                pass
+                fleet.setdefault(f"{len(devices)}_devices_plans", []).append(f"{device}: {chosen.candidate.label()}")
+            except BudgetInfeasibleError as exc:
+                fleet.setdefault(f"{len(devices)}_devices_plans", []).append(f"{device}: {str(exc)[:120]}")
         fleet[f"{len(devices)}_devices_s"] = round(time.perf_counter() - start, 1)
         fleet[f"{len(devices)}_devices_search_s"] = round(time.perf_counter() - start - final_s, 1)
         fleet[f"{len(devices)}_devices_planned"] = done
         _log(f"{spec.name}: {len(devices)} device(s) planned in {fleet[f'{len(devices)}_devices_s']} s")
     fleet["ratio"] = fleet[f"{len(FLEET)}_devices_s"] / fleet["1_devices_s"]
+    fleet["budget_fraction_of_predicted_dense"] = fraction
     return fleet
 
 
@@ -480,6 +491,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines: list[str] = []
     for m in result["models"]:
         d = m["data"]
+        if "budgets" not in m:  # --fleet-only
+            lines += [f"#### {m['model']}: fleet only", "", "Fleet: " + json.dumps(m["fleet"]), ""]
+            continue
         lines += [f"#### {m['model']} {tuple(m['input_shape'])}", "",
                   f"Splits train/validation/test {d['train']}/{d['validation']}/{d['test']}. Dense fp32: reference "
                   f"{m['dense_reference_p50_ms']:.4f} ms (blocks {min(m['dense_reference_block_p50s_ms']):.4f}–"
@@ -530,6 +544,11 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=5, help="interleaved timing passes over every kept artifact")
     parser.add_argument("--uniform-step", type=float, default=0.05, help="keep-ratio step of the uniform baseline")
     parser.add_argument("--fleet", action="store_true", help="also time planning one phone vs a fleet of five")
+    parser.add_argument("--fleet-only", action="store_true", help="only the fleet timing (no sweep)")
+    parser.add_argument("--fleet-budget", type=float, default=0.7,
+                        help="each fleet device's latency budget, as a share of its predicted dense latency")
+    parser.add_argument("--fractions", help="budgets as shares of the dense latency, e.g. 0.25,0.5 (default: "
+                        "--budgets evenly from 0.9 to 0.25)")
     parser.add_argument("--work", default=os.path.expanduser("~/.cache/edgeprune/bench-planner"))
     parser.add_argument("--out", help="write the JSON here as well")
     parser.add_argument("--markdown", metavar="JSON", help="print the tables of a bench JSON and exit")
@@ -539,7 +558,9 @@ def main() -> None:
         return
     cfg = Config(budgets=args.budgets, finetune_epochs=args.finetune_epochs, rank_epochs=args.rank_epochs,
                  importances=tuple(args.importance.split(",")), runs=args.runs, passes=args.passes,
-                 uniform_step=args.uniform_step, fleet=args.fleet)
+                 uniform_step=args.uniform_step, fleet=args.fleet or args.fleet_only, fleet_only=args.fleet_only,
+                 fleet_budget=args.fleet_budget,
+                 fractions=tuple(float(f) for f in args.fractions.split(",")) if args.fractions else None)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = {
