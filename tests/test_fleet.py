@@ -51,3 +51,11 @@ def test_a_second_device_reuses_the_first_devices_sensitivity_and_fine_tunes(dig
     assert len(evaluator.tuned) == tuned, "a pruned model both devices chose was fine-tuned twice"
     assert second.tuned.model is first.tuned.model
     assert torch.equal(next(second.tuned.model.parameters()), next(first.tuned.model.parameters()))
+
+    # a third phone with a slightly looser budget: its best candidate is a little denser, but no more accurate
+    # beyond the proxy's noise, so the model fine-tuned for the first phone is taken without a new fine-tune
+    third = planner.plan_device(load_profile("galaxy-a54").with_budget(**{**budget, "model_size_mb": 0.125}),
+                                ("executorch",), None, "host")
+    assert len(evaluator.tuned) == tuned, "a fleet device fine-tuned a model within noise of one it already had"
+    assert third.candidate.prune_key == first.candidate.prune_key
+    assert any("fine-tuned earlier in this run" in f.get("why", "") for f in third.finetuned)

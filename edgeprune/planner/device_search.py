@@ -15,6 +15,7 @@ is predicted. `BudgetInfeasibleError.rounds` carries the rounds, `.proven` wheth
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import replace
@@ -60,6 +61,8 @@ class DeviceSearch:
         self.finetuned: list[dict[str, Any]] = []
         self.anchored: dict[tuple[str, str, int], float] = {}  # (target, scheme, threads): the unpruned model's ms
         self.dropped: dict[tuple[str, str, int], str] = {}
+        self.inherited = {key for key, _ in planner.fully_tuned_items()}
+        """Pruned models fine-tuned in full before this search (for other devices or budgets of the run)."""
         self.start = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------ costs and measuring
@@ -341,6 +344,9 @@ class DeviceSearch:
             options.sort(key=lambda v: self.costs(v.candidate).latency_ms)
             return self._fastest_within(options, self.profile.budget.max_accuracy_drop_pct), 0.0
         options.sort(key=lambda v: (-v.proxy_accuracy, rank[v.candidate.scheme], self.costs(v.candidate).latency_ms))
+        shared = self._shared_in_fleet(options[0].proxy_accuracy, preference)
+        if shared is not None:
+            return shared, 0.0
         ranked = options[: self.settings.top_k]
         # the best uniform plan is always ranked too: a searched plan is chosen only if it beats it after fine-tuning
         ranked += [v for v in options if is_uniform(v.candidate)][:1]
@@ -363,6 +369,38 @@ class DeviceSearch:
         if (tuned.accuracy, *contender[1:3]) > best[:3]:
             return contender[3].candidate, seconds  # its final fine-tune, done early
         return best[3].candidate, 0.0  # the full fine-tune was part of the search
+
+    def _shared_in_fleet(self, best_proxy: float, preference) -> Candidate | None:
+        """A pruned model fine-tuned in full before this search (for another device of the fleet, or another
+        budget), when it fits this device's budgets and its proxy accuracy is within noise of the best candidate
+        found here: one standard error of an accuracy over the sensitivity samples. Reusing it costs no fine-tune; a
+        candidate a hair more accurate by the proxy would cost a ranking and a full fine-tune of its own. The most
+        accurate such model (by its full fine-tune) is chosen, at its most preferred scheme and thread count."""
+        n = max(1, self.planner.evaluator.sensitivity_samples)
+        p = min(max(best_proxy, 0.0), 1.0)
+        noise = math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
+        found: list[tuple[float, Candidate]] = []
+        for (keep, importance), tuned in self.planner.fully_tuned_items():
+            if ((keep, importance) not in self.inherited or importance not in self.space.importances
+                    or len(keep) != len(self.space.buckets)):
+                continue
+            fits = [c for c in (Candidate(keep, scheme, target, importance, threads)
+                                for target in self.space.targets for scheme in self.space.schemes
+                                for threads in self.space.threads)
+                    if (c.target, c.scheme, c.threads) not in self.dropped
+                    and self.limits.met(self.costs(c), self.settings.margin)]
+            if fits and self.proxy(fits[0]) >= best_proxy - noise:
+                found.append((tuned.accuracy, min(fits, key=preference)))
+        if not found:
+            return None
+        accuracy, cand = max(found, key=lambda t: (t[0], -preference(t[1])[0]))
+        entry = candidate_dict(cand, self.space) | {
+            "accuracy": accuracy, "epochs": self.settings.finetune_epochs,
+            "why": f"fine-tuned earlier in this run (another device or budget); its proxy accuracy is within "
+                   f"{100 * noise:.2f} points (one standard error) of the best candidate here, so no new fine-tune"}
+        if entry not in self.finetuned:
+            self.finetuned.append(entry)
+        return cand
 
     def _fastest_within(self, options: list[Visit], max_drop: float | None) -> Candidate:
         """Bisection over the candidates sorted by latency (accuracy falls roughly monotonically with latency):

@@ -196,6 +196,10 @@ class Planner:
     def fully_tuned(self, key: PruneKey) -> Tuned | None:
         return self._tuned.get(key)
 
+    def fully_tuned_items(self) -> list[tuple[PruneKey, Tuned]]:
+        """Every pruned model fine-tuned in full so far in this run (any device), with its key."""
+        return list(self._tuned.items())
+
     # ------------------------------------------------------------------------------------------ tier 4: measured
     def measured(self, measure: MeasureFn, plan: Plan, model: torch.nn.Module, what: str, where: str) -> Measurement:
         """`measure(plan, model)`, journalled by (plan, which model, where): a resumed search does not measure the
