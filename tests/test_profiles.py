@@ -112,11 +112,24 @@ def test_load_profile_by_name_returns_that_profile():
 def test_host_profile_reflects_this_machine():
     prof = host_profile()
     assert prof.name == HOST and prof.is_host and prof.tier == "host"
-    assert prof.total_cores == os.cpu_count()
+    assert prof.total_cores == len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
     assert prof.ram_gb > 0
     assert 0 < prof.default_threads <= prof.total_cores
     assert prof.power.battery_wh is None
-    assert load_profile(HOST).total_cores == os.cpu_count()
+    assert load_profile(HOST).total_cores == prof.total_cores
+
+
+def test_host_profile_counts_the_cores_a_cpuset_allows(tmp_path):
+    """Pinned to one core (as `taskset` or a container's cpuset does), the host profile and the process pool see
+    one core, however many the machine has."""
+    import subprocess
+    import sys
+
+    probe = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+             "from edgeprune.profiles import host_profile; from edgeprune.executor import get_executor; "
+             "p = host_profile(); print(p.total_cores, p.default_threads, get_executor('process').workers)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split() == ["1", "1", "1"]
 
 
 # ---------------------------------------------------------------- budgets
