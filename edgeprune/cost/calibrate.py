@@ -567,8 +567,9 @@ FAST_PERCENTILE = 10.0
 def fast_ms(rounds: Sequence[Sequence[tuple[float, float]]], threads: int) -> float:
     """The latency a network is fitted on, from (wall ms, process CPU ms) per run, pooled over rounds.
 
-    One thread: the median CPU time per run. The inference runs on one core, so its CPU time is its latency when
-    no other process competes for that core, and unlike wall time it does not grow when the machine is shared.
+    One thread: the median CPU time per run (or the fastest round's median wall time, if lower). The inference runs
+    on one core, so its CPU time is its latency when no other process competes for that core, and unlike wall time
+    it does not grow when the machine is shared.
     Several threads: the `FAST_PERCENTILE` of wall time (CPU time no longer maps to latency): on a quiet machine
     runs barely vary and it equals the p50; on a shared one it is the run least disturbed by other work.
     Either way this is what the cost model predicts: the device's latency without competing work.
@@ -576,7 +577,8 @@ def fast_ms(rounds: Sequence[Sequence[tuple[float, float]]], threads: int) -> fl
     wall = [w for r in rounds for w, _ in r]
     if threads == 1:
         cpu = [c for r in rounds for _, c in r]
-        return float(min(np.percentile(cpu, 50), np.percentile(wall, 50)))
+        fastest_round = min(float(np.percentile([w for w, _ in r], 50)) for r in rounds if r)
+        return float(min(np.percentile(cpu, 50), fastest_round))
     return float(np.percentile(wall, FAST_PERCENTILE))
 
 
