@@ -582,7 +582,9 @@ def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
             checks = art["verdict"]["checks"]
             q = art["quality"]
             kinds.add(f"top-1 on the {q.get('split', 'test')} split ({q.get('samples')} samples)"
-                      if q.get("kind") == "eval_accuracy" else "top-1 agreement with the unpruned model (no labels)")
+                      if q.get("kind") == "eval_accuracy" else
+                      "top-1 agreement with the unpruned model (no labels)" if q.get("artifact_accuracy") is not None
+                      else "not measured (no class-logits output; each output's parity is in the manifest)")
             counts = {s: sum(c["status"] == s for c in checks) for s in ("pass", "fail", "unverified")}
             budgets = " ".join(f"[{style[s]}]{n} {s[:5]}[/]" for s, n in counts.items() if n)
             table.add_row(dev["device"], art["path"], art["scheme"], f"{art['size_bytes'] / 1024:,.0f}",
