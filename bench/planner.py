@@ -294,10 +294,9 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
     settings = PlanSettings(finetune_epochs=cfg.finetune_epochs, rank_epochs=min(cfg.rank_epochs, cfg.finetune_epochs),
                             importances=cfg.importances)
     if cfg.fleet_only:
-        with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp, contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             return {"model": spec.name, "input_shape": list(spec.input_shape), "data": data.summary(),
-                    "fleet": fleet_ratio(spec, data, settings, Bench(spec, data, cfg.runs, Path(tmp)), stack,
-                                         cfg.fleet_budget)}
+                    "fleet": fleet_ratio(spec, data, settings, stack, cfg.fleet_budget)}
     with tempfile.TemporaryDirectory(prefix="edgeprune-bench-planner-") as tmp, contextlib.ExitStack() as stack:
         bench = Bench(spec, data, cfg.runs, Path(tmp))
         dense_plan = Plan(target="executorch", scheme="fp32", threads=bench.threads)
@@ -372,7 +371,7 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
         for i, row in enumerate(rows):
             row.update(compare_to_uniform(row, kept_by_row.get(i), baseline, kept_uniform))
 
-        fleet = fleet_ratio(spec, data, settings, bench, stack, cfg.fleet_budget) if cfg.fleet else {}
+        fleet = fleet_ratio(spec, data, settings, stack, cfg.fleet_budget) if cfg.fleet else {}
     return {
         "model": spec.name,
         "input_shape": list(spec.input_shape),
@@ -449,8 +448,8 @@ def compare_to_uniform(row: dict[str, Any], kept: Kept | None, baseline: list[di
     return out
 
 
-def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, bench: Bench,
-                stack: contextlib.ExitStack, fraction: float) -> dict[str, Any]:
+def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, stack: contextlib.ExitStack,
+                fraction: float) -> dict[str, Any]:
     """Planning one phone vs the fleet of five in one run (predicted costs, as a fleet build without devices): each
     device's latency budget is `fraction` of its predicted dense latency, so every device must prune."""
     fleet: dict[str, Any] = {}
@@ -460,7 +459,7 @@ def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, bench: B
         done, final_s = 0, 0.0
         for device in devices:
             prof = load_profile(device)
-            dense_pred = predict(prof, spec.module, bench.example, "executorch", "fp32").latency_p50_ms
+            dense_pred = predict(prof, spec.module, torch.zeros(spec.input_shape), "executorch", "fp32").latency_p50_ms
             prof = prof.with_budget(latency_ms=fraction * dense_pred, max_accuracy_drop_pct=100.0)
             try:
                 chosen = fresh.plan_device(prof, ("executorch",), None, "host")
