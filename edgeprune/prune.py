@@ -9,28 +9,244 @@ cannot follow (windowed / relative-position attention: Swin, MaxViT) are pruned 
 Where torch-pruning cannot trace the whole model at all (ShuffleNet's channel shuffle, the patch merging of the
 deeper Swins), each plain chain of layers (an nn.Sequential of convs / linears / norms / activations) is traced on
 its own and pruned in its private channels: every width but the chain's input and output.
+
+Importance criteria (`IMPORTANCE`, each built from the model and the calibration inputs): weight magnitude (l2, l1),
+BatchNorm scale, FPGM and random need no data; `taylor` (first-order Taylor, |w · dL/dw| summed per group, on a
+label-free loss) and `wanda` (|W| · ‖X‖: weights times their input channels' activation norms) score channels on up
+to `SCORE_SAMPLES` calibration inputs (`DATA_AWARE`). Scores always come from the dense model, before any channel
+is removed. Per-group ratios decide the channel counts, so the criterion changes which channels stay, not how many.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Callable
 
 import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
+from torch_pruning.pruner import function as tp_function
 
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import ChannelGroup, Plan, PruneSummary
 
-IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-    "bn-scale": lambda: tp.importance.BNScaleImportance(),
-    "fpgm": lambda: tp.importance.FPGMImportance(),
-    "random": lambda: tp.importance.RandomImportance(),
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+
+SCORE_SAMPLES = 64
+"""Calibration inputs a data-aware criterion scores channels on (the first ones), run in batches of `SCORE_BATCH`."""
+SCORE_BATCH = 16
+
+
+def _score_batches(calibration: torch.Tensor | None, criterion: str) -> list[torch.Tensor]:
+    """The calibration batches `criterion` scores on; a ConfigError when there are none."""
+    if calibration is None or len(calibration) == 0:
+        raise ConfigError(f"importance '{criterion}' scores channels on calibration inputs and none were given; "
+                          "give data (--data) or use a data-free criterion such as l2")
+    x = calibration[:SCORE_SAMPLES]
+    return [x[i : i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+
+
+def _mean_normalized(scores: torch.Tensor) -> torch.Tensor:
+    """`scores` over their mean (torch-pruning's default normalisation), left as they are when all are zero."""
+    mean = scores.mean()
+    return scores / mean if mean > 0 else scores
+
+
+def _label_free_loss(output: object) -> torch.Tensor:
+    """The loss Taylor importance differentiates, summed over the batch, with no labels needed.
+
+    A 2-D output (N, C >= 2) is read as class logits: the cross-entropy against the model's own top-1 (the dense
+    model's predictions, since scores are taken before pruning). Any other output (feature maps, regression values,
+    several tensors): 0.5 · ‖output‖² over every floating-point output tensor, whose gradient is the output itself,
+    so a channel scores by how much it moves the outputs.
+    """
+    if isinstance(output, torch.Tensor) and output.ndim == 2 and output.shape[1] >= 2:
+        return F.cross_entropy(output, output.detach().argmax(1), reduction="sum")
+    tensors = [t for t in _output_tensors(output) if t.is_floating_point()]
+    if not tensors:
+        raise UnsupportedModelError(f"importance 'taylor' needs a tensor output to differentiate; the model returned "
+                                    f"{type(output).__name__}: use l2")
+    return sum(0.5 * t.pow(2).sum() for t in tensors)
+
+
+def _output_tensors(output: object) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        return [t for v in output.values() for t in _output_tensors(v)]
+    if isinstance(output, (list, tuple)):
+        return [t for v in output for t in _output_tensors(v)]
+    return []
+
+
+def _clear_grads(model: nn.Module) -> None:
+    """Drop every parameter's gradient."""
+    for param in model.parameters():
+        param.grad = None
+
+
+def taylor_importance(model: nn.Module, calibration: torch.Tensor | None) -> tp.importance.Importance:
+    """torch-pruning's first-order Taylor importance (|w · dL/dw| summed over each channel's weights and over the
+    group), with dL/dw accumulated on `model`'s parameters here, from the mean `_label_free_loss` over up to
+    `SCORE_SAMPLES` calibration inputs (the model in eval mode). The gradients stay on the parameters for the
+    pruner to read; the caller clears them (`_clear_grads`) once it has pruned.
+    """
+    batches = _score_batches(calibration, "taylor")
+    total = sum(len(b) for b in batches)
+    params = list(model.parameters())
+    requires = [p.requires_grad for p in params]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    _clear_grads(model)
+    try:
+        for param in params:
+            param.requires_grad_(True)
+        with torch.enable_grad():
+            for batch in batches:
+                (_label_free_loss(model(batch)) / total).backward()
+        for param in params:  # a layer the forward pass never reached moves no output: zero gradient
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+    except BaseException:
+        _clear_grads(model)
+        raise
+    finally:
+        for param, flag in zip(params, requires):
+            param.requires_grad_(flag)
+        for module, training in modes.items():
+            module.train(training)
+    return tp.importance.GroupTaylorImportance(normalizer=_mean_normalized)
+
+
+class WandaImportance(tp.importance.Importance):
+    """Wanda-style structured importance: |W| weighted by the activation norm of each input channel.
+
+    `input_norms[layer][j]` is ‖X_j‖, the L2 norm of input channel j of a conv / linear layer over the calibration
+    inputs (for a conv, over every sample and spatial position; for a linear, over every leading position). An
+    output channel c of a layer scores Σ_j |W[c, j, …]| · ‖X_j‖; an input channel j of a layer (the layers a group's
+    channels feed) scores ‖X_j‖ · Σ_c |W[c, j, …]|. A group's score is the mean over its conv / linear layers of
+    these per-layer scores, over its mean (as torch-pruning's magnitude importance reduces and normalises).
+    Layers the forward pass never called as modules have no norms: they score zero.
+    """
+
+    _OUT = (
+        tp_function.prune_conv_out_channels,
+        tp_function.prune_depthwise_conv_out_channels,  # also prunes its input channels: one and the same
+        tp_function.prune_linear_out_channels,
+    )
+    _IN = (tp_function.prune_conv_in_channels, tp_function.prune_linear_in_channels)
+
+    def __init__(self, input_norms: dict[nn.Module, torch.Tensor]):
+        self.input_norms = input_norms
+
+    @classmethod
+    def calibrated(cls, model: nn.Module, calibration: torch.Tensor | None) -> "WandaImportance":
+        """The input-channel norms of every conv / linear layer of `model` over up to `SCORE_SAMPLES` calibration
+        inputs (the model in eval mode, no gradients)."""
+        batches = _score_batches(calibration, "wanda")
+        squares: dict[nn.Module, torch.Tensor] = {}
+
+        def record(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0].detach().float()
+            if isinstance(module, nn.Linear):
+                per_channel = x.reshape(-1, x.shape[-1]).pow(2).sum(0)
+            else:  # conv: (N, C, *spatial)
+                per_channel = x.transpose(0, 1).reshape(x.shape[1], -1).pow(2).sum(1)
+            squares[module] = squares[module] + per_channel if module in squares else per_channel
+
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)]
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    model(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module, training in modes.items():
+                module.train(training)
+        return cls({m: s.sqrt() for m, s in squares.items()})
+
+    def _layer_scores(self, layer: nn.Module, outputs: bool) -> torch.Tensor:
+        """One score per output channel (`outputs`) or per input channel of `layer`."""
+        weight = _abs_weight_matrix(layer)  # (out, in)
+        norms = self.input_norms.get(layer)
+        if norms is None or norms.numel() != weight.shape[1]:
+            norms = weight.new_zeros(weight.shape[1])
+        return weight @ norms if outputs else weight.sum(0) * norms
+
+    @torch.no_grad()
+    def __call__(self, group) -> torch.Tensor | None:
+        total = torch.zeros(len(group[0].idxs), dtype=torch.float32)
+        layers = 0
+        for item in group:
+            dep, idxs = item.dep, item.idxs
+            layer, handler = dep.target.module, dep.handler
+            root_idxs = item.root_idxs
+            if not isinstance(layer, _WEIGHTED) or not len(idxs) or any(r is None for r in root_idxs):
+                continue
+            if handler in self._OUT:
+                scores = self._layer_scores(layer, outputs=True)
+            elif handler in self._IN:
+                scores = self._layer_scores(layer, outputs=False)
+            else:
+                continue
+            picked = scores[torch.as_tensor(list(idxs), dtype=torch.long)].float()
+            total.scatter_add_(0, torch.as_tensor(list(root_idxs), dtype=torch.long), picked)
+            layers += 1
+        if layers == 0:
+            return None
+        return _mean_normalized(total / layers)
+
+
+def _abs_weight_matrix(layer: nn.Module) -> torch.Tensor:
+    """|W| of a conv / linear layer as an (out channels, in channels) matrix, a conv's kernel positions summed;
+    zero between channels of different groups of a grouped conv."""
+    w = layer.weight.detach().abs().float()
+    if isinstance(layer, nn.Linear):
+        return w
+    w = w.flatten(2).sum(2)
+    groups = layer.groups
+    if layer.transposed:  # (in, out / groups)
+        n_in, out_per_group = w.shape
+        in_per_group = n_in // groups
+        dense = w.new_zeros(out_per_group * groups, n_in)
+        rows = torch.arange(n_in).unsqueeze(1).expand(n_in, out_per_group)
+        cols = (rows // in_per_group) * out_per_group + torch.arange(out_per_group)
+        dense[cols, rows] = w
+        return dense
+    n_out, in_per_group = w.shape  # (out, in / groups)
+    if groups == 1:
+        return w
+    out_per_group = n_out // groups
+    dense = w.new_zeros(n_out, in_per_group * groups)
+    rows = torch.arange(n_out).unsqueeze(1).expand(n_out, in_per_group)
+    cols = (rows // out_per_group) * in_per_group + torch.arange(in_per_group)
+    dense[rows, cols] = w
+    return dense
+
+
+ImportanceFactory = Callable[[nn.Module, torch.Tensor | None], tp.importance.Importance]
+
+IMPORTANCE: dict[str, ImportanceFactory] = {
+    "l2": lambda model, calibration: tp.importance.GroupMagnitudeImportance(p=2),
+    "l1": lambda model, calibration: tp.importance.GroupMagnitudeImportance(p=1),
+    "bn-scale": lambda model, calibration: tp.importance.BNScaleImportance(),
+    "fpgm": lambda model, calibration: tp.importance.FPGMImportance(),
+    "random": lambda model, calibration: tp.importance.RandomImportance(),
+    "taylor": taylor_importance,
+    "wanda": WandaImportance.calibrated,
 }
+"""Criterion name -> the importance that ranks channels, built from the model about to be pruned and the
+calibration inputs (None where there are none; the criteria in `DATA_AWARE` then raise a ConfigError)."""
+
+DATA_AWARE = frozenset({"taylor", "wanda"})
+"""The criteria that score channels on calibration inputs (a forward pass, and for taylor a backward pass, of up
+to `SCORE_SAMPLES` inputs before pruning)."""
 
 
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
@@ -208,8 +424,11 @@ def _check_plan(plan: Plan) -> None:
         raise ConfigError(f"round_to {plan.round_to} must be a positive channel count")
 
 
-def _remove_channels(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> bool:
-    """Prune `model` in place following `plan`; False when the plan keeps every channel."""
+def _remove_channels(
+    model: nn.Module, example_input: torch.Tensor, plan: Plan, calibration: torch.Tensor | None
+) -> bool:
+    """Prune `model` in place following `plan`, channels ranked by `plan.importance` (scored on `calibration` for
+    the data-aware criteria, on the dense model); False when the plan keeps every channel."""
     by_name = dict(model.named_modules())
     unknown = sorted(set(plan.layer_keep_ratios) - set(by_name))
     if unknown:
@@ -218,14 +437,38 @@ def _remove_channels(model: nn.Module, example_input: torch.Tensor, plan: Plan) 
     if plan.keep_ratio >= 1.0 and not ratio_dict:
         return False
     torch.manual_seed(plan.seed)
+    # scored once on the whole dense model: the chain fallback below ranks each chain's channels by the same
+    # scores (its layers' own inputs and the whole model's loss), so both paths read the data alike
+    importance = IMPORTANCE[plan.importance](model, calibration)
+    try:
+        _prune_with(model, example_input, plan, ratio_dict, importance)
+    finally:
+        _clear_grads(model)  # taylor's gradients (pruned along with the weights) are no part of the result
+    _sync_cached_widths(model)
+    try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
+        with torch.no_grad():
+            model(example_input)
+    except Exception as exc:
+        raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
+    return True
+
+
+def _prune_with(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    plan: Plan,
+    ratio_dict: dict[nn.Module, float],
+    importance: tp.importance.Importance,
+) -> None:
+    """Prune `model` in place as a whole, or chain by chain where torch-pruning cannot trace it whole."""
     try:
         with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
-            pruner = _pruner(model, example_input, plan, ratio_dict)
+            pruner = _pruner(model, example_input, plan, ratio_dict, importance)
     except UnsupportedModelError:
         raise
     except Exception as whole:  # torch-pruning cannot trace the whole model: prune its chains one by one
         try:
-            pruned = _remove_chain_channels(model, example_input, plan, ratio_dict)
+            pruned = _remove_chain_channels(model, example_input, plan, ratio_dict, importance)
         except Exception as exc:
             raise UnsupportedModelError(_prune_failure(model, exc)) from exc
         if not pruned:
@@ -236,23 +479,20 @@ def _remove_channels(model: nn.Module, example_input: torch.Tensor, plan: Plan) 
                 pruner.step()
         except Exception as exc:  # torch-pruning traced the model but cannot remove a group's channels
             raise UnsupportedModelError(_prune_failure(model, exc)) from exc
-    _sync_cached_widths(model)
-    try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
-        with torch.no_grad():
-            model(example_input)
-    except Exception as exc:
-        raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
-    return True
 
 
 def _pruner(
-    model: nn.Module, example_input: torch.Tensor, plan: Plan, ratio_dict: dict[nn.Module, float]
+    model: nn.Module,
+    example_input: torch.Tensor,
+    plan: Plan,
+    ratio_dict: dict[nn.Module, float],
+    importance: tp.importance.Importance,
 ) -> tp.pruner.MetaPruner:
     """A torch-pruning pruner over the whole model (tracing it builds the dependency graph)."""
     return tp.pruner.MetaPruner(
         model,
         example_input,
-        importance=IMPORTANCE[plan.importance](),
+        importance=importance,
         pruning_ratio=1.0 - plan.keep_ratio,
         pruning_ratio_dict=ratio_dict or None,
         ignored_layers=_ignored_layers(model),
@@ -262,9 +502,16 @@ def _pruner(
 
 
 def _remove_chain_channels(
-    model: nn.Module, example_input: torch.Tensor, plan: Plan, ratio_dict: dict[nn.Module, float]
+    model: nn.Module,
+    example_input: torch.Tensor,
+    plan: Plan,
+    ratio_dict: dict[nn.Module, float],
+    importance: tp.importance.Importance,
 ) -> bool:
-    """Prune the private channels of each chain in `model`, traced on its own; False when it has none."""
+    """Prune the private channels of each chain in `model`, traced on its own; False when it has none.
+
+    `importance` was built on the whole model: a chain's layers keep their activation norms and gradients until
+    its own channels go, as pruning another chain leaves its weights as they are."""
     chains = _chains(model, example_input)
     for chain, chain_input in chains:
         inside = set(chain.modules())
@@ -272,7 +519,7 @@ def _remove_chain_channels(
             tp.pruner.MetaPruner(
                 chain,
                 chain_input,
-                importance=IMPORTANCE[plan.importance](),
+                importance=importance,
                 pruning_ratio=1.0 - plan.keep_ratio,
                 pruning_ratio_dict={m: r for m, r in ratio_dict.items() if m in inside} or None,
                 ignored_layers=_chain_boundary_layers(chain),
@@ -281,14 +528,21 @@ def _remove_chain_channels(
     return bool(chains)
 
 
-def pruned_architecture(model: nn.Module, example_input: torch.Tensor, plan: Plan) -> nn.Module:
+def pruned_architecture(
+    model: nn.Module, example_input: torch.Tensor, plan: Plan, calibration: torch.Tensor | None = None
+) -> nn.Module:
     """A pruned copy of `model` for its shapes only: no MAC counts, BatchNorm statistics left as they were.
 
-    The planner's cost tier traces hundreds of candidates; this skips what only a deployable model needs.
+    The planner's cost tier traces hundreds of candidates; this skips what only a deployable model needs. The
+    channel counts do not depend on the criterion, so without `calibration` a data-aware one (`DATA_AWARE`) is
+    replaced by l2: the shapes are right (for timing and tracing), the channels kept are l2's. Give `calibration`
+    where the weights matter (a sensitivity score).
     """
     _check_plan(plan)
+    if calibration is None and plan.importance in DATA_AWARE:
+        plan = dataclasses.replace(plan, importance="l2")
     pruned = copy.deepcopy(model).eval()
-    _remove_channels(pruned, example_input, plan)
+    _remove_channels(pruned, example_input, plan, calibration)
     return pruned.eval()
 
 
@@ -298,13 +552,14 @@ def prune(
     calibration: torch.Tensor,
     plan: Plan,
 ) -> tuple[nn.Module, PruneSummary]:
-    """A pruned copy of `model` following `plan` (global `keep_ratio`, per-layer `layer_keep_ratios`)."""
+    """A pruned copy of `model` following `plan` (global `keep_ratio`, per-layer `layer_keep_ratios`), BatchNorm
+    re-estimated on `calibration`, which also scores the channels for the data-aware criteria."""
     _check_plan(plan)
     model = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example_input)
     widths_before = layer_widths(model)
     batches = 0
-    if _remove_channels(model, example_input, plan):
+    if _remove_channels(model, example_input, plan, calibration):
         batches = recalibrate_bn(model, calibration)
         model.eval()
 
