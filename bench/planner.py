@@ -291,8 +291,10 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
               checkpoint: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """The model's results; `checkpoint` gets the partial results after every budget and baseline point."""
     spec, data = _model(name, work, size)
+    # a process pool for the sensitivity analysis and the brief fine-tunes, as `edgeprune build` uses (this script's
+    # entry point is guarded, so its workers can import it)
     settings = PlanSettings(finetune_epochs=cfg.finetune_epochs, rank_epochs=min(cfg.rank_epochs, cfg.finetune_epochs),
-                            importances=cfg.importances)
+                            importances=cfg.importances, executor="process")
     if cfg.fleet_only:
         with contextlib.ExitStack() as stack:
             return {"model": spec.name, "input_shape": list(spec.input_shape), "data": data.summary(),
@@ -351,7 +353,8 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
             plan = Plan(target="executorch", scheme="int8", keep_ratio=keep, threads=bench.threads)
             model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
             if keep < 1.0 and cfg.finetune_epochs > 0:
-                distill(model, spec.module, data.train_x, data.train_y, RecoveryConfig(epochs=cfg.finetune_epochs))
+                distill(model, spec.module, data.train_x, data.train_y,
+                        RecoveryConfig(epochs=cfg.finetune_epochs, threads=usable_cores()))
             kept = bench.keep(model, plan)
             kept_uniform.append(kept)
             baseline.append({"keep": keep, "accuracy": kept.accuracy, "accuracy_ci95": kept.interval()})

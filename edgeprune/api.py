@@ -23,6 +23,7 @@ from edgeprune.errors import ConfigError
 from edgeprune.pipeline import BuildRequest, BuildResult, build as _run_build
 from edgeprune.planner.recipe import read_plan_yaml
 from edgeprune.profiles import DeviceProfile, load_profile
+from edgeprune.scoring import MetricArg
 from edgeprune.planner.settings import PlanSettings
 
 ModelArg = Union[str, torch.nn.Module]
@@ -74,14 +75,22 @@ class ValidationReport:
 
 
 def _budgets(latency_ms: float | None, size_mb: float | None, memory_mb: float | None, energy_mj: float | None,
-             max_accuracy_drop_pts: float | None) -> dict[str, float | None]:
+             max_accuracy_drop_pts: float | None, max_metric_drop: float | None = None,
+             max_class_drop_pts: float | None = None,
+             max_shift_drop_pts: float | None = None) -> dict[str, float | None]:
     budgets = {"latency_ms": latency_ms, "model_size_mb": size_mb, "peak_memory_mb": memory_mb, "energy_mj": energy_mj}
     for name, value in budgets.items():
         if value is not None and not value > 0:
             raise ConfigError(f"{name}={value} must be a positive number")
     if max_accuracy_drop_pts is not None and not max_accuracy_drop_pts >= 0:
         raise ConfigError(f"max_accuracy_drop_pts={max_accuracy_drop_pts} must be >= 0 (points of accuracy)")
-    return budgets | {"max_accuracy_drop_pct": max_accuracy_drop_pts}
+    if max_metric_drop is not None and not max_metric_drop >= 0:
+        raise ConfigError(f"max_metric_drop={max_metric_drop} must be >= 0 (in the metric's units)")
+    for name, points in (("max_class_drop_pts", max_class_drop_pts), ("max_shift_drop_pts", max_shift_drop_pts)):
+        if points is not None and not points >= 0:
+            raise ConfigError(f"{name}={points} must be >= 0 (points of top-1 accuracy)")
+    return budgets | {"max_accuracy_drop_pct": max_accuracy_drop_pts, "max_metric_drop": max_metric_drop,
+                      "max_class_drop_pts": max_class_drop_pts, "max_shift_drop_pts": max_shift_drop_pts}
 
 
 def _data(data: DataArg) -> str | tuple | None:
@@ -127,6 +136,10 @@ def build(
     memory_mb: float | None = None,
     energy_mj: float | None = None,
     max_accuracy_drop_pts: float | None = None,
+    metric: MetricArg = None,
+    max_metric_drop: float | None = None,
+    max_class_drop_pts: float | None = None,
+    max_shift_drop_pts: float | None = None,
     plan: FixedPlan | PlanSettings | None = None,
     measure: Measure = Measure(),
     input_shape: Sequence[int] | None = None,
@@ -144,7 +157,13 @@ def build(
     `plan`: a `FixedPlan` (prune/quantise as given), or `PlanSettings` / None to search for the most accurate plan
     that meets every budget. Returns the per-device artifacts, measurements and verdicts; files land in `out`.
     `resume`: a search journals its work beside `out` (`out.journal`); after a crash, the same call with
-    `resume=True` continues from there instead of starting again."""
+    `resume=True` continues from there instead of starting again.
+    `metric`: what the build is judged by on the test split (manifest `quality.metric`, with intervals): a built-in
+    name (top1, miou, map50, map50_95, mae, rmse), 'pkg.module:callable', either with '@OUTPUT' to name the output
+    scored, or a callable fn(outputs, labels) -> float; None: the one the model's task implies.
+    `max_metric_drop`: the largest loss of that metric allowed vs the unpruned model, in its units.
+    `max_class_drop_pts`: the largest top-1 loss allowed on any one class (the class guard), in points.
+    `max_shift_drop_pts`: the largest top-1 loss allowed on shifted test inputs (the robustness guard), in points."""
     if plan is not None and not isinstance(plan, (FixedPlan, PlanSettings)):
         raise ConfigError(f"plan is a {type(plan).__name__}; give edgeprune.FixedPlan(...), edgeprune.PlanSettings(...) "
                           "or None (search)")
@@ -163,7 +182,9 @@ def build(
         weights=weights,
         input_shape=tuple(int(d) for d in input_shape) if input_shape is not None else None,
         data=_data(data),
-        budget_overrides=_budgets(latency_ms, size_mb, memory_mb, energy_mj, max_accuracy_drop_pts),
+        budget_overrides=_budgets(latency_ms, size_mb, memory_mb, energy_mj, max_accuracy_drop_pts, max_metric_drop,
+                                  max_class_drop_pts, max_shift_drop_pts),
+        metric=metric,
         round_to=fixed.round_to if fixed else 8,
         importance=fixed.importance if fixed else "l2",
         finetune_epochs=fixed.finetune_epochs if fixed else (plan.finetune_epochs if plan else 10),
@@ -224,6 +245,7 @@ def apply(
         round_to=recipe.plan.round_to,
         seed=recipe.plan.seed,
         finetune_epochs=recipe.finetune_epochs,
+        finetune_threads=recipe.finetune_threads,
         threads=recipe.plan.threads,
         runs=measure.runs,
         warmup=measure.warmup,

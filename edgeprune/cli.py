@@ -52,7 +52,9 @@ def _add_model_options(p: argparse.ArgumentParser, model_required: bool = True) 
                    help="examples:digits, torchvision:NAME, timm:NAME or pkg.module:factory")
     p.add_argument("--weights", help="state_dict file (loaded with weights_only=True)")
     p.add_argument("--input-shape", help="batch-1 input shape, e.g. 1,3,224,224")
-    p.add_argument("--data", help="examples:digits, a .npz with x and y, or an image folder (one subfolder per class)")
+    p.add_argument("--data", help="examples:digits|shapes-detect|shapes-segment, a .npz (x and y, or x with "
+                                   "boxes/box_labels/box_image), an image folder (class subfolders, images/+masks/, "
+                                   "or images/+annotations.json), or pkg.module:callable")
     p.add_argument("--device", action="append", dest="devices",
                    help="profile name or .yaml path (repeatable; default host; apply: the plan's device)")
     p.add_argument("--out", required=model_required, type=Path, help="output folder (dist/<device>/ per device)")
@@ -65,10 +67,22 @@ def _add_budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-mb", type=_positive_float, help="override the peak memory budget")
     p.add_argument("--energy-mj", type=_positive_float, help="override the energy-per-inference budget")
     p.add_argument("--max-accuracy-drop", type=_non_negative_float, help="override the allowed accuracy drop, in points")
+    p.add_argument("--metric", help="what the build is judged by on the test split: top1, miou, map50, map50_95, mae, "
+                                     "rmse or pkg.module:callable, '@OUTPUT' to name the output scored (default: the "
+                                     "model's task's metric)")
+    p.add_argument("--max-metric-drop", type=_non_negative_float,
+                   help="the largest loss of --metric allowed vs the unpruned model, in the metric's units")
+    p.add_argument("--max-class-drop", type=_non_negative_float,
+                   help="the class guard: the largest top-1 loss allowed on any one class, in points")
+    p.add_argument("--max-shift-drop", type=_non_negative_float,
+                   help="the robustness guard: the largest top-1 loss allowed on shifted inputs (noise, blur, "
+                        "contrast, shift), in points")
     p.add_argument("--round-to", type=int, default=8, help="round pruned channel counts to this multiple (default 8)")
     p.add_argument("--importance",
-                   help="channel importance: l2, l1, bn-scale, fpgm, random (default: l2 for a fixed plan; the planner "
-                        "searches l2 and fpgm, or only this one when given)")
+                   help="channel importance: l2, l1, bn-scale, fpgm, random, or the data-aware taylor (first-order "
+                        "Taylor on a label-free loss) and wanda (|W| x input activation norm), which score channels on "
+                        "up to 64 calibration inputs (default: l2 for a fixed plan; the planner searches l2 and fpgm, "
+                        "or only this one when given)")
     p.add_argument("--finetune-epochs", type=int, default=10,
                    help="distillation epochs after pruning, on labelled train data (default 10; 0 = none)")
 
@@ -395,7 +409,8 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 
 def _budget_keywords(args: argparse.Namespace) -> dict[str, Any]:
     return dict(latency_ms=args.latency_ms, size_mb=args.size_mb, memory_mb=args.memory_mb, energy_mj=args.energy_mj,
-                max_accuracy_drop_pts=args.max_accuracy_drop, seed=args.seed)
+                max_accuracy_drop_pts=args.max_accuracy_drop, metric=args.metric, max_metric_drop=args.max_metric_drop,
+                max_class_drop_pts=args.max_class_drop, max_shift_drop_pts=args.max_shift_drop, seed=args.seed)
 
 
 def _show(args: argparse.Namespace, out: Console, result: Any, plan_only: bool = False) -> int:
@@ -547,8 +562,12 @@ SUMMARY_WIDTH = 100
 
 
 def _accuracy_text(q: dict[str, Any]) -> str:
-    if q.get("artifact_accuracy") is None:
-        return "-"
+    m = q.get("metric")
+    if q.get("artifact_accuracy") is None or (m and m["metric"] != "top1"):
+        if not m:
+            return "-"
+        low, high = m["artifact_ci95"]
+        return f"{m['metric']} {m['artifact_value']:.3g} ({low:.3g}-{high:.3g})"
     text = f"{q['artifact_accuracy']:.1%}"
     ci = q.get("artifact_accuracy_ci95")
     if ci:
@@ -581,7 +600,9 @@ def _print_build(summary: dict[str, Any], out_dir: Path, out: Console) -> None:
         for art in manifest["artifacts"]:
             checks = art["verdict"]["checks"]
             q = art["quality"]
-            kinds.add(f"top-1 on the {q.get('split', 'test')} split ({q.get('samples')} samples)"
+            m = q.get("metric")
+            kinds.add(f"{m['metric']} on the {m['split']} split ({m['n']} {m['items']})" if m and m["metric"] != "top1"
+                      else f"top-1 on the {q.get('split', 'test')} split ({q.get('samples')} samples)"
                       if q.get("kind") == "eval_accuracy" else
                       "top-1 agreement with the unpruned model (no labels)" if q.get("artifact_accuracy") is not None
                       else "not measured (no class-logits output; each output's parity is in the manifest)")

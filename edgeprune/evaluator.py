@@ -15,21 +15,29 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from edgeprune._cores import usable_cores
 from edgeprune._progress import Steps
+from edgeprune._torch import torch_threads
 from edgeprune.errors import ConfigError
 from edgeprune.executor import Executor, get_executor
+from edgeprune.metrics import Metric
+from edgeprune.outputs import describe, leaves
 from edgeprune.planner.journal import Journal
 from edgeprune.planner.planner import Planner
 from edgeprune.planner.results import Tuned
 from edgeprune.planner.settings import PlanSettings
+from edgeprune.profiles import Budget
 from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
 from edgeprune.recover import RecoveryConfig, RecoverySummary, recover
-from edgeprune.types import ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
+from edgeprune.scoring import score_outputs
+from edgeprune.shifts import shifted
+from edgeprune.types import SINGLE_OUTPUT_KEY, ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
+from edgeprune.vision_heads import postprocess_of
 
 
 def check_criteria(importances: Sequence[str]) -> None:
@@ -44,6 +52,62 @@ def predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256
     with torch.no_grad():
         return np.concatenate([model(as_tensor(x[i : i + batch_size])).argmax(1).numpy()
                                for i in range(0, len(x), batch_size)])
+
+
+def class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """Top-1 of each class present in `labels`."""
+    return {int(c): float((predicted[labels == c] == c).mean()) for c in np.unique(labels)}
+
+
+@dataclass(frozen=True)
+class ValScore:
+    """How the planner scores a model on validation data, higher always better: top-1 accuracy (a fraction; drops
+    in points) without a metric, else the metric's value, negated for a lower-is-better one (drops in its units)."""
+
+    metric: Metric | None = None
+    keys: tuple[str, ...] = (SINGLE_OUTPUT_KEY,)
+    """The model's output keys, in flattening order (`outputs.describe`)."""
+    postprocess: Callable[[Any], Any] | None = None
+    """A detector's decoding of its raw heads (`vision_heads.postprocess_of`), for detection metrics."""
+
+    @property
+    def top1(self) -> bool:
+        return self.metric is None or self.metric.name == "top1"
+
+    @property
+    def name(self) -> str:
+        return "accuracy" if self.metric is None else self.metric.name
+
+    @property
+    def unit(self) -> str:
+        return "points" if self.metric is None else self.metric.name
+
+    @property
+    def drop_scale(self) -> float:
+        """From a score difference to the budget's unit: points for top-1, the metric's own units otherwise."""
+        return 100.0 if self.metric is None else 1.0
+
+    def max_drop(self, budget: Budget) -> float | None:
+        """The budget that bounds this score's drop: `max_accuracy_drop_pct` for top-1, `max_metric_drop` for a
+        metric."""
+        return budget.max_accuracy_drop_pct if self.metric is None else budget.max_metric_drop
+
+    def per_class(self, model: torch.nn.Module, x: np.ndarray, y: Any, labelled: bool) -> dict[int, float] | None:
+        """Top-1 per class on (x, y), for the class guard; None without class labels or when judged by a metric."""
+        if self.metric is not None or not labelled:
+            return None
+        return class_accuracy(predict_classes(model, x), y)
+
+    def __call__(self, model: torch.nn.Module, x: np.ndarray, y: Any) -> float:
+        if self.metric is None:
+            return float((predict_classes(model, x) == y).mean())
+        model.eval()
+        with torch.no_grad():
+            batches = [leaves(model(as_tensor(x[i : i + 64]))) for i in range(0, len(x), 64)]
+        outputs = {key: np.concatenate([b[j].numpy() for b in batches]) for j, key in enumerate(self.keys)}
+        value = score_outputs(self.metric, outputs, y, postprocess=self.postprocess,
+                              source="the validation split").value()
+        return value if self.metric.higher_is_better else -value
 
 
 def _defined_interactively(model: torch.nn.Module) -> bool:
@@ -77,17 +141,18 @@ class _SensitivityJob:
     example: torch.Tensor
     calib: torch.Tensor
     x: np.ndarray
-    y: np.ndarray
+    y: Any
+    score: ValScore
 
 
 def _score_pruned(job: _SensitivityJob, plan: Plan) -> float:
     """Accuracy on the job's subset of the dense model pruned by `plan`, BatchNorm re-estimated, not fine-tuned."""
     model = job.module
     if plan.layer_keep_ratios:
-        model = pruned_architecture(job.module, job.example, plan)
+        model = pruned_architecture(job.module, job.example, plan, calibration=job.calib)
         recalibrate_bn(model, job.calib)
         model.eval()
-    return float((predict_classes(model, job.x) == job.y).mean())
+    return job.score(model, job.x, job.y)
 
 
 @dataclass(frozen=True)
@@ -99,17 +164,21 @@ class _TuneJob:
     calib: torch.Tensor
     dataset: Dataset
     val_x: np.ndarray
-    val_y: np.ndarray
+    val_y: Any
     seed: int
+    score: ValScore
+    labelled: bool
+    shifted_x: np.ndarray | None = None
+    """The validation inputs under every corruption (`shifts.shifted`) when the robustness guard is on."""
 
 
 def _tune_pruned(job: _TuneJob, item: tuple[Plan, int]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """`item`'s plan pruned and fine-tuned for its epochs (in a worker); its weights and facts."""
+    """`item`'s plan pruned and fine-tuned for its epochs (in a worker, on one thread); its weights and facts."""
     plan, epochs = item
-    return CandidateEvaluator.tuned_record(_prune_and_recover(job, plan, epochs))
+    return CandidateEvaluator.tuned_record(_prune_and_recover(job, plan, epochs, threads=1))
 
 
-def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int) -> Tuned:
+def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int, threads: int | None = None) -> Tuned:
     """`plan` pruned (BatchNorm re-estimated), fine-tuned `epochs` by `recover.recover` (what `apply` replays) and
     scored on the validation split; the unpruned model itself for a plan that prunes nothing."""
     model, summary = prune(job.module, job.example, job.calib, plan)
@@ -117,14 +186,23 @@ def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int) -> Tuned:
     if not plan.layer_keep_ratios:
         model = job.module
     else:
-        recovery = recover(model, job.module, job.dataset, epochs, job.seed)
-    return Tuned(model, float((predict_classes(model, job.val_x) == job.val_y).mean()), summary, recovery)
+        recovery = recover(model, job.module, job.dataset, epochs, job.seed, threads=threads)
+    return Tuned(model, job.score(model, job.val_x, job.val_y), summary, recovery,
+                 job.score.per_class(model, job.val_x, job.val_y, job.labelled), _shift_accuracy(job, model))
+
+
+def _shift_accuracy(job: _TuneJob, model: torch.nn.Module) -> float | None:
+    """Top-1 on the shifted validation inputs (None when the robustness guard is off)."""
+    if job.shifted_x is None:
+        return None
+    return float((predict_classes(model, job.shifted_x) == np.tile(job.val_y, len(job.shifted_x) // len(job.val_x))).mean())
 
 
 class CandidateEvaluator:
     """Prunes, recovers and scores candidates of one model on one data set's validation split."""
 
-    def __init__(self, spec: ModelSpec, dataset: Dataset, settings: PlanSettings):
+    def __init__(self, spec: ModelSpec, dataset: Dataset, settings: PlanSettings, metric: Metric | None = None,
+                 shift_guard: bool = False):
         check_criteria(settings.importances)
         if dataset.val_x is None or len(dataset.val_x) == 0:
             raise ConfigError(f"data '{dataset.source}' has no validation split to plan on; load it with "
@@ -135,10 +213,20 @@ class CandidateEvaluator:
         self.calib = as_tensor(dataset.calib_x)
         # every choice is scored on the validation split; the test split stays held out for the report
         self.val_x = dataset.val_x
-        dense_val = predict_classes(spec.module, self.val_x)
-        self.val_y = dataset.val_y if dataset.val_y is not None else dense_val
+        top1 = metric is not None and metric.name == "top1" and metric.output is None
+        self.score = ValScore(None if top1 else metric, describe(spec.module, self.example).keys,
+                              postprocess_of(spec.module))
         self.labelled = dataset.labelled
-        self.dense_accuracy = float((dense_val == self.val_y).mean())
+        if dataset.val_y is not None:
+            self.val_y = dataset.val_y
+        else:  # unlabelled: top-1 agreement with the unpruned model; a metric that needs no labels gets none
+            self.val_y = predict_classes(spec.module, self.val_x) if self.score.metric is None else None
+        self.dense_accuracy = self.score(spec.module, self.val_x, self.val_y)
+        self.dense_class_accuracy = self.score.per_class(spec.module, self.val_x, self.val_y, self.labelled)
+        # the robustness guard scores top-1 models on labelled data only
+        guarded = shift_guard and self.labelled and self.score.metric is None
+        self._shifted_x = shifted(self.val_x)[0] if guarded else None
+        self.dense_shift_accuracy = _shift_accuracy(self._tune_job(), spec.module) if guarded else None
         n = min(settings.sensitivity_samples, len(self.val_x))
         self._subset = np.random.default_rng(settings.seed).permutation(len(self.val_x))[:n]
         self._executor: Executor | None = None
@@ -176,15 +264,19 @@ class CandidateEvaluator:
 
     def sensitivity_scores(self, plans: Sequence[Plan]) -> list[float]:
         """Validation-subset accuracy of each plan applied alone (no fine-tune), run on the executor."""
-        job = _SensitivityJob(self.dense, self.example, self.calib, self.val_x[self._subset], self.val_y[self._subset])
+        subset = None if self.val_y is None else _take(self.val_y, self._subset)
+        job = _SensitivityJob(self.dense, self.example, self.calib, self.val_x[self._subset], subset, self.score)
         return self._pool().map(_score_pruned, list(plans), shared=job)
 
     def _tune_job(self) -> _TuneJob:
-        return _TuneJob(self.dense, self.example, self.calib, self.dataset, self.val_x, self.val_y, self.settings.seed)
+        return _TuneJob(self.dense, self.example, self.calib, self.dataset, self.val_x, self.val_y, self.settings.seed,
+                        self.score, self.labelled, self._shifted_x)
 
     def tune(self, plan: Plan, epochs: int) -> Tuned:
-        """`plan` pruned, fine-tuned `epochs` and scored on the validation split, in this process."""
-        return _prune_and_recover(self._tune_job(), plan, epochs)
+        """`plan` pruned, fine-tuned `epochs` and scored on the validation split, in this process with torch on every
+        usable core."""
+        with torch_threads(usable_cores()):
+            return _prune_and_recover(self._tune_job(), plan, epochs)
 
     def tune_many(self, plans: Sequence[Plan], epochs: int) -> list[Tuned]:
         """`tune` of each plan (each prunes something), run on the executor's workers side by side."""
@@ -196,7 +288,9 @@ class CandidateEvaluator:
     def tuned_record(tuned: Tuned) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(weights, facts) of a fine-tuned candidate, for the journal."""
         facts = {"accuracy": tuned.accuracy, "summary": tuned.summary.to_dict(),
-                 "recovery": tuned.recovery.to_dict() if tuned.recovery else None}
+                 "recovery": tuned.recovery.to_dict() if tuned.recovery else None,
+                 "class_accuracy": None if tuned.class_accuracy is None else
+                 [[c, a] for c, a in sorted(tuned.class_accuracy.items())], "shift_accuracy": tuned.shift_accuracy}
         return tuned.model.state_dict(), facts
 
     def tuned_from_record(self, plan: Plan, state: dict[str, torch.Tensor], facts: dict[str, Any]) -> Tuned:
@@ -209,14 +303,24 @@ class CandidateEvaluator:
         if facts["recovery"] is not None:
             r = {k: v for k, v in facts["recovery"].items() if k != "method"}
             recovery = RecoverySummary(**{**r, "config": RecoveryConfig(**r["config"])})
-        return Tuned(model, facts["accuracy"], summary, recovery)
+        per_class = facts.get("class_accuracy")
+        return Tuned(model, facts["accuracy"], summary, recovery,
+                     None if per_class is None else {int(c): float(a) for c, a in per_class},
+                     facts.get("shift_accuracy"))
+
+
+def _take(labels: Any, idx: np.ndarray) -> Any:
+    """Labels of the samples `idx`: an array's rows, or a list's items (per-image detection targets)."""
+    return labels[idx] if isinstance(labels, np.ndarray) else [labels[i] for i in idx]
 
 
 @contextmanager
 def planner_for(spec: ModelSpec, dataset: Dataset, settings: PlanSettings, steps: Steps | None = None,
-                journal: Journal | None = None) -> Iterator[Planner]:
-    """A `Planner` for `spec` on `dataset`, its evaluator's executor shut down on exit."""
-    evaluator = CandidateEvaluator(spec, dataset, settings)
+                journal: Journal | None = None, metric: Metric | None = None,
+                shift_guard: bool = False) -> Iterator[Planner]:
+    """A `Planner` for `spec` on `dataset` (scoring by `metric`, top-1 when None; with `shift_guard`, top-1 on
+    shifted validation inputs too), its evaluator's executor shut down on exit."""
+    evaluator = CandidateEvaluator(spec, dataset, settings, metric, shift_guard)
     try:
         yield Planner(evaluator, settings, steps, journal)
     finally:

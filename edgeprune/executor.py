@@ -150,13 +150,17 @@ def _pickled(shared: Any, kind: str) -> bytes:
 
 
 class SerialExecutor(Executor):
-    """Inline, in item order, on this process's threads; exceptions propagate untouched."""
+    """Inline, in item order, with torch on every usable core (the one worker is all the parallelism there is);
+    exceptions propagate untouched."""
 
     kind = "serial"
     workers = 1
 
     def map(self, fn, items, shared):
-        return [fn(shared, item) for item in items]
+        from edgeprune._torch import torch_threads
+
+        with torch_threads(usable_cores()):
+            return [fn(shared, item) for item in items]
 
 
 # -------------------------------------------------------------------------------------------------------- thread

@@ -7,12 +7,15 @@ the figure's 95% interval reaches both sides of the limit, the check's note says
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from edgeprune.limits import Limits, measured_on_device, within
 from edgeprune.profiles import DeviceProfile
 from edgeprune.stats import paired_difference_interval, straddles, wilson_interval
-from edgeprune.types import SINGLE_OUTPUT_KEY, BudgetCheck, Measurement, OutputParity, Quality, Verdict
+from edgeprune.types import (SINGLE_OUTPUT_KEY, BudgetCheck, ClassAccuracy, Measurement, OutputParity, Quality,
+                             ShiftQuality, Verdict)
 
 FP32_MAX_ABS_DIFF = 1e-4
 FP16_MAX_REL_DIFF = 2e-2
@@ -102,6 +105,11 @@ def output_parity(scheme: str, key: str, outputs: np.ndarray, reference: np.ndar
     return OutputParity(key, shape, max_abs, relative, sqnr, None, False, limits, not failure, failure)
 
 
+def is_class_ids(labels: object) -> bool:
+    """Whether labels are one integer class id per sample (N,): what top-1 is scored against."""
+    return isinstance(labels, np.ndarray) and labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer)
+
+
 def class_logits_key(outputs: dict[str, np.ndarray], labelled: bool, declared: str | None = None) -> str | None:
     """The output top-1 is read from: `declared` (a model's `class_logits_output`), else a lone output when the data
     has class labels or the output is one vector per input (N, C), as classification always was; else None."""
@@ -176,6 +184,8 @@ def assess_quality(
     accuracy budget is judged). Without a class-logits output no accuracy is given at all.
     """
     outs, refs, dense = _as_map(outputs), _as_map(reference_outputs), _as_map(dense_outputs)
+    if labels is not None and not is_class_ids(labels):
+        labels = None  # masks, values or boxes: top-1 does not apply (the build's metric scores them)
     logits = class_logits_key(refs, labels is not None, class_logits)
     found = parity_per_output(scheme, outs, refs, logits)
     metric, value, limit, passed = _summary(scheme, found)
@@ -183,6 +193,7 @@ def assess_quality(
     ref_acc: float | None = None
     art_acc: float | None = None
     ref_ci = art_ci = drop_ci = None
+    per_class: tuple[ClassAccuracy, ...] = ()
     kind = "eval_accuracy" if labels is not None and logits is not None else "agreement_with_reference"
     if logits is not None and logits in outs and logits in dense:
         if labels is not None:
@@ -192,6 +203,7 @@ def assess_quality(
             ref_ci = wilson_interval(int(ref_ok.sum()), n)
             _, low, high = paired_difference_interval(ref_ok, art_ok)
             drop_ci = (100.0 * low, 100.0 * high)
+            per_class = per_class_accuracy(ref_ok, art_ok, labels)
         else:
             art_ok = top1(outs[logits]) == top1(dense[logits])
         art_acc = float(art_ok.mean())
@@ -211,7 +223,32 @@ def assess_quality(
         accuracy_drop_ci95_pct=drop_ci,
         outputs_parity=found,
         class_logits=logits,
+        per_class=per_class,
     )
+
+
+def assess_shift(names: Sequence[str], reference: np.ndarray, artifact: np.ndarray, labels: np.ndarray) -> ShiftQuality:
+    """Top-1 of the unpruned model (`reference`) and of the artifact on the shifted test inputs (class logits,
+    corruption-major as `shifts.shifted` stacks them; `labels` the test split's, repeated for each corruption)."""
+    tiled = np.tile(labels, len(names))
+    ref_ok, art_ok = top1(reference) == tiled, top1(artifact) == tiled
+    diff, low, high = paired_difference_interval(ref_ok, art_ok)
+    n = len(labels)
+    per = {name: (float(ref_ok[i * n : (i + 1) * n].mean()), float(art_ok[i * n : (i + 1) * n].mean()))
+           for i, name in enumerate(names)}
+    return ShiftQuality(tuple(names), len(tiled), float(ref_ok.mean()), float(art_ok.mean()), round(100.0 * diff, 4),
+                        (100.0 * low, 100.0 * high), per)
+
+
+def per_class_accuracy(reference_ok: np.ndarray, artifact_ok: np.ndarray, labels: np.ndarray) -> tuple[ClassAccuracy, ...]:
+    """Top-1 of the unpruned model and of the artifact on each class's test samples, with the paired drop."""
+    out = []
+    for label in np.unique(labels):
+        mask = labels == label
+        diff, low, high = paired_difference_interval(reference_ok[mask], artifact_ok[mask])
+        out.append(ClassAccuracy(int(label), int(mask.sum()), float(reference_ok[mask].mean()),
+                                 float(artifact_ok[mask].mean()), round(100.0 * diff, 4), (100.0 * low, 100.0 * high)))
+    return tuple(out)
 
 
 def noise_note(interval: tuple[float, float] | list[float] | None, limit: float, unit: str) -> str:
@@ -248,6 +285,51 @@ def _limit_check(name: str, unit: str, value: float | None, limit: float, on_dev
     if not on_device:
         return BudgetCheck(name, unit, value, limit, "unverified", note)
     return BudgetCheck(name, unit, value, limit, "pass" if within(value, limit) else "fail", note)
+
+
+def _drop_check(name: str, unit: str, drop: float, interval: tuple[float, float], limit: float,
+                note: str) -> BudgetCheck:
+    """A drop judged on the artifact's outputs (any device's: they belong to the program, not to the device's
+    speed), with its 95% interval in the note and "within noise" when that interval reaches both sides."""
+    noise = noise_note(interval, limit, unit)
+    note = f"{note}, 95% interval of the drop {interval[0]:.4g}..{interval[1]:.4g} {unit}"
+    return _limit_check(name, unit, drop, limit, True, f"{noise}; {note}" if noise else note)
+
+
+def _metric_check(quality: Quality, measurement: Measurement, limit: float) -> BudgetCheck:
+    """The metric budget: the artifact's loss vs the unpruned model on the test split, in the metric's units."""
+    mq = quality.metric
+    if mq is None:
+        return BudgetCheck("metric_drop", "metric units", None, limit, "unverified",
+                           "no metric was scored: name one with --metric (or metric= in the API)")
+    return _drop_check("metric_drop", mq.metric, mq.drop, mq.drop_ci95, limit,
+                       f"{mq.split} {mq.metric} through {measurement.runner} on {mq.n} {mq.items}: "
+                       f"{mq.reference_value:.4g} unpruned, {mq.artifact_value:.4g} artifact "
+                       f"({'higher' if mq.higher_is_better else 'lower'} is better)")
+
+
+def _class_check(quality: Quality, measurement: Measurement, limit: float) -> BudgetCheck:
+    """The class guard: the largest top-1 drop of any one class vs the unpruned model, in points."""
+    worst = quality.worst_class
+    if worst is None:
+        return BudgetCheck("class_drop", "points", None, limit, "unverified",
+                           "per-class accuracy not measured: it needs class labels and a class-logits output")
+    return _drop_check("class_drop", "points", worst.drop_pts, worst.drop_ci95_pts, limit,
+                       f"worst of {len(quality.per_class)} classes: class {worst.label} ({worst.samples} "
+                       f"{quality.split} samples) {worst.reference_accuracy:.1%} -> {worst.artifact_accuracy:.1%} "
+                       f"through {measurement.runner}")
+
+
+def _shift_check(quality: Quality, measurement: Measurement, limit: float) -> BudgetCheck:
+    """The robustness guard: the top-1 drop on shifted test inputs vs the unpruned model on the same, in points."""
+    shift = quality.shift
+    if shift is None:
+        return BudgetCheck("shift_drop", "points", None, limit, "unverified",
+                           "shifted-input accuracy not measured: it needs class labels and a class-logits output")
+    return _drop_check("shift_drop", "points", shift.drop_pts, shift.drop_ci95_pts, limit,
+                       f"{quality.split} split under {', '.join(shift.corruptions)} ({shift.samples} shifted "
+                       f"samples) through {measurement.runner}: {shift.reference_accuracy:.1%} -> "
+                       f"{shift.artifact_accuracy:.1%}")
 
 
 EMULATED_CHECKS = ("latency", "peak_memory", "energy")
@@ -301,6 +383,12 @@ def judge(profile: DeviceProfile, measurement: Measurement, quality: Quality) ->
                 noise = noise_note(interval, budget.max_accuracy_drop_pct, "points")
                 note = f"{noise}; {note}" if noise else note
             checks.append(_limit_check("accuracy_drop", "points", drop, budget.max_accuracy_drop_pct, True, note))
+    if budget.max_metric_drop is not None:
+        checks.append(_metric_check(quality, measurement, budget.max_metric_drop))
+    if budget.max_class_drop_pts is not None:
+        checks.append(_class_check(quality, measurement, budget.max_class_drop_pts))
+    if budget.max_shift_drop_pts is not None:
+        checks.append(_shift_check(quality, measurement, budget.max_shift_drop_pts))
     emulated = measurement.extra.get("emulated")
     if emulated:  # emulated time and memory are no device's: never passed or failed on them
         checks = [BudgetCheck(c.name, c.unit, None, c.limit, "unverified", f"not measured: emulated device ({emulated})")

@@ -121,6 +121,16 @@ def get_metric(spec: str, *, output: str | int | None = None) -> Metric:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"metric '{text}': module '{module_name}' has no callable '{attr}'")
+    return metric_from_callable(fn, name=text, output=output)
+
+
+def metric_from_callable(fn: Callable[..., Any], *, name: str | None = None, output: str | int | None = None) -> Metric:
+    """A user metric from a callable in memory (the API's `metric=`); it declares `higher_is_better` and
+    `needs_labels` as attributes, as a `pkg.module:callable` one does."""
+    if not callable(fn):
+        raise ConfigError(f"metric {fn!r} is not callable; give a function fn(outputs, labels) -> float, a built-in "
+                          f"name ({', '.join(BUILT_IN)}) or 'pkg.module:callable'")
+    text = name or f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
     declared = getattr(fn, "higher_is_better", None)
     if declared is not None and not isinstance(declared, bool):
         raise ConfigError(f"metric '{text}': higher_is_better is {declared!r}; set it to True or False")
@@ -150,6 +160,25 @@ def evaluate(metric: Metric, batches: Iterable[tuple[Any, Any]], *, postprocess:
     for outputs, labels in batches:
         tally.add(postprocess(outputs) if postprocess is not None else outputs, labels, source=source)
     return tally.result(seed=seed, resamples=resamples)
+
+
+def paired_drop(reference: Tally, artifact: Tally, *, seed: int = 0,
+                resamples: int | None = None) -> tuple[float, tuple[float, float]]:
+    """How much worse `artifact` scores than `reference` on the same items (positive: worse; in the metric's
+    units), with its 95% percentile-bootstrap interval: each resample draws the items once for both tallies, so
+    what the two share cancels (a paired interval, much narrower than the two intervals side by side)."""
+    metric = reference.metric
+    if reference.n != artifact.n:
+        raise ConfigError(f"metric '{metric.name}': the reference scored {reference.n} {reference.items} but the "
+                          f"artifact {artifact.n}; score both on the same split")
+    sign = 1.0 if metric.higher_is_better else -1.0
+
+    def drop(idx: np.ndarray) -> float:
+        return sign * (reference._statistic(idx) - artifact._statistic(idx))
+
+    value = sign * (reference.value() - artifact.value())
+    low, high = stats.bootstrap_interval(reference.n, drop, resamples=resamples or reference.resamples, seed=seed)
+    return value, (low, high)
 
 
 def _reason(exc: BaseException) -> str:
@@ -436,4 +465,5 @@ def _number(value: Any, name: str) -> float:
     return value
 
 
-__all__: Sequence[str] = ("BUILT_IN", "Metric", "MetricResult", "Tally", "evaluate", "get_metric", "metric_for")
+__all__: Sequence[str] = ("BUILT_IN", "Metric", "MetricResult", "Tally", "evaluate", "get_metric", "metric_for",
+                          "metric_from_callable", "paired_drop")

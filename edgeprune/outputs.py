@@ -240,8 +240,15 @@ def read_remote(raw: bytes, specs: Sequence[TensorSpec], n_inputs: int,
     return first, {k: np.asarray(v, dtype=np.float32) for k, v in named.items()}
 
 
-def require_single(outputs: ModelOutputs, what: str) -> None:
-    """Refuse `what` (pruning, planning) for a model with several outputs: it is not built for them yet."""
-    if outputs.several:
-        raise ConfigError(f"{what} of a model with several outputs ({', '.join(outputs.keys)}) is not supported yet; "
-                          "build it without pruning or planning (--prune 0, no budget search), or return one output")
+OUTPUT_LAYERS_ATTRIBUTE = "output_layer_names"
+"""A module attribute naming (by `named_modules` name) the layers whose output channels are the model's outputs:
+pruning keeps their widths. The detector and segmenter wrappers (`vision_heads`) set it."""
+
+
+def require_single(outputs: ModelOutputs, what: str, module: torch.nn.Module | None = None) -> None:
+    """Refuse `what` (pruning, planning) for a model with several outputs unless `module` names its output layers
+    (`OUTPUT_LAYERS_ATTRIBUTE`): without them, pruning cannot tell which widths are the outputs'."""
+    if outputs.several and not getattr(module, OUTPUT_LAYERS_ATTRIBUTE, None):
+        raise ConfigError(f"{what} of a model with several outputs ({', '.join(outputs.keys)}) needs the layers that "
+                          f"produce them: set `{OUTPUT_LAYERS_ATTRIBUTE}` on the module (their module names), build it "
+                          "without pruning or planning (--prune 0, no budget search), or return one output")

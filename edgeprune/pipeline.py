@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ from edgeprune.cost import predict
 from edgeprune.data import check_inputs, dataset_from_arrays, load_data
 from edgeprune.errors import ConfigError, ParityError
 from edgeprune.export import ExportResult, get_exporter, missing_toolchain
-from edgeprune.judge import assess_quality, judge
+from edgeprune.judge import assess_quality, assess_shift, judge
+from edgeprune.metrics import Metric, Tally
 from edgeprune.modelspec import resolve_model, spec_from_module
 from edgeprune.outputs import ModelOutputs, describe, require_single, run_rows
 from edgeprune.profiles import DeviceProfile, load_profile
@@ -45,8 +46,11 @@ from edgeprune.recover import RecoverySummary
 from edgeprune.report import write_report
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
+from edgeprune.scoring import MetricArg, metric_quality, resolve_metric, score_outputs
+from edgeprune.shifts import shifted
 from edgeprune.target_specs import recorded_distributions
 from edgeprune.types import ARTIFACT_SUFFIX, SCHEMES, TARGETS, Dataset, Measurement, ModelSpec, Plan, PruneSummary, Quality, Verdict
+from edgeprune.vision_heads import postprocess_of
 
 MANIFEST_SCHEMA_VERSION = 1
 BUILD_SCHEMA_VERSION = 1
@@ -74,6 +78,9 @@ class BuildRequest:
     importance: str = "l2"
     finetune_epochs: int = 10
     """Epochs of distillation fine-tuning after pruning (needs labelled train data; 0 = BN recalibration only)."""
+    finetune_threads: int | None = None
+    """torch threads of that fine-tune; None: every usable core (`apply` replays the thread count a plan recorded,
+    since the last bits of the weights may depend on it)."""
     threads: int | None = None
     """Threads a fixed plan runs (and is measured) with; None: each profile's `default_threads`."""
     runs: int = 50
@@ -99,6 +106,10 @@ class BuildRequest:
     """What was run, as build.json records it (the CLI's arguments without secrets' paths, or the API call)."""
     resume: bool = False
     """Continue a planned build that crashed or was killed from its journal (`journal_folder(out)`)."""
+    metric: MetricArg = None
+    """The metric the build is judged by: a built-in name or 'pkg.module:callable' (optionally '@OUTPUT'), a
+    `metrics.Metric`, or a callable fn(outputs, labels) -> float; None: the one the model's task implies
+    (`scoring.resolve_metric`)."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +270,8 @@ def _recover(
         return None
     epochs = request.finetune_epochs
     with steps.step(f"Recovering accuracy ({epochs} epochs of distillation)", total=epochs) as update:
-        return recover(pruned, spec.module, dataset, epochs, request.seed, progress=update)
+        return recover(pruned, spec.module, dataset, epochs, request.seed, progress=update,
+                       threads=request.finetune_threads)
 
 
 @dataclass
@@ -302,15 +314,18 @@ def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps:
         seed=request.seed,
     )
     label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
-    with steps.step(f"Pruning ({label})"):
-        pruned, summary = prune(spec.module, torch.zeros(spec.input_shape), as_tensor(dataset.calib_x), plan)
-    if request.expected_channels is not None and summary.channels != request.expected_channels:
-        diff = sorted(set(summary.channels.items()) ^ set(request.expected_channels.items()))
-        raise ConfigError(
-            f"the plan replays to a different architecture (first difference: module '{diff[0][0]}'); "
-            "was the plan made with other weights or another edgeprune version? Plan again with 'edgeprune plan'"
-        )
-    return pruned, plan, summary, _recover(pruned, spec, dataset, request, steps)
+    # prune (BatchNorm re-estimated) and fine-tune on the threads the planner's own fine-tunes use, so that a
+    # replayed plan gives its weights bit for bit
+    with torch_threads(request.finetune_threads or usable_cores()):
+        with steps.step(f"Pruning ({label})"):
+            pruned, summary = prune(spec.module, torch.zeros(spec.input_shape), as_tensor(dataset.calib_x), plan)
+        if request.expected_channels is not None and summary.channels != request.expected_channels:
+            diff = sorted(set(summary.channels.items()) ^ set(request.expected_channels.items()))
+            raise ConfigError(
+                f"the plan replays to a different architecture (first difference: module '{diff[0][0]}'); "
+                "was the plan made with other weights or another edgeprune version? Plan again with 'edgeprune plan'"
+            )
+        return pruned, plan, summary, _recover(pruned, spec, dataset, request, steps)
 
 
 class _Exports:
@@ -348,6 +363,43 @@ class _Exports:
         return self._measured[key]
 
 
+@dataclass(frozen=True)
+class _TestScores:
+    """What each artifact is scored by on the test split beside top-1 and parity: the build's metric (with the
+    unpruned model's tally to compare with) and, for the robustness guard, top-1 on the shifted test inputs."""
+
+    labels: Any
+    metric: Metric | None = None
+    dense_metric: Tally | None = None
+    postprocess: Any = None
+    shifted_x: np.ndarray | None = None
+    shift_names: tuple[str, ...] = ()
+    dense_shifted: dict[str, np.ndarray] | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(cls, spec: ModelSpec, dataset: Dataset, metric: Metric | None, outputs: ModelOutputs,
+           dense_outputs: dict[str, np.ndarray], shift_guard: bool, seed: int) -> _TestScores:
+        postprocess = postprocess_of(spec.module)
+        dense_metric = score_outputs(metric, dense_outputs, dataset.eval_y, postprocess=postprocess) if metric else None
+        shifted_x, names = shifted(dataset.eval_x) if shift_guard else (None, [])
+        dense_shifted = _outputs(spec.module, shifted_x, outputs.keys) if shifted_x is not None else None
+        return cls(dataset.eval_y, metric, dense_metric, postprocess, shifted_x, tuple(names), dense_shifted, seed)
+
+    def add(self, quality: Quality, measurement: Measurement, rerun: Any, steps: Steps) -> Quality:
+        """`quality` with the metric and the shifted-input figures; `rerun(x)` runs the artifact on inputs `x`."""
+        if self.metric is not None and self.dense_metric is not None:
+            quality = replace(quality, metric=metric_quality(self.metric, self.dense_metric, measurement.output_map(),
+                                                             self.labels, postprocess=self.postprocess, seed=self.seed))
+        logits = quality.class_logits
+        if self.shifted_x is not None and self.dense_shifted is not None and logits is not None:
+            with steps.step(f"Scoring the artifact on {len(self.shifted_x)} shifted test inputs"):
+                ran = rerun(self.shifted_x)
+            quality = replace(quality, shift=assess_shift(self.shift_names, self.dense_shifted[logits],
+                                                          ran.output_map()[logits], self.labels))
+        return quality
+
+
 def _threads(threads: int, runner: Any) -> int:
     """`threads`, capped at this machine's cores when the runner is the host."""
     if runner.where == "host":
@@ -356,7 +408,8 @@ def _threads(threads: int, runner: Any) -> int:
 
 
 def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: Steps, profiles: list[DeviceProfile],
-             targets_by_device: dict[str, tuple[str, ...]], exports: _Exports, journal: Journal) -> dict[str, _Assignment]:
+             targets_by_device: dict[str, tuple[str, ...]], exports: _Exports, journal: Journal,
+             metric: Metric | None, shift_guard: bool) -> dict[str, _Assignment]:
     """Plan every device (one Planner, so the sensitivity analysis and fine-tuned models are shared), journalling
     what the search computes so that `resume` continues a crashed build."""
     assert request.plan_settings is not None
@@ -365,7 +418,7 @@ def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: St
         return exports.measure(model, plan, _threads(plan.threads, exports.runner), timing_only=True)
 
     out = {}
-    with planner_for(spec, dataset, request.plan_settings, steps, journal) as planner:
+    with planner_for(spec, dataset, request.plan_settings, steps, journal, metric, shift_guard) as planner:
         if journal.resumed:
             steps.note(f"Resuming from the journal {journal.folder} ({journal.entries()} evaluations recorded)")
         for prof in profiles:
@@ -398,9 +451,18 @@ def _fingerprint(request: BuildRequest, spec: ModelSpec, dataset: Dataset, profi
     facts = {"model": spec.name, "input_shape": list(spec.input_shape), "settings": settings,
              "profiles": [p.model_dump(mode="json") for p in profiles], "targets": targets_by_device,
              "seed": request.seed, "on": request.on, "runs": [request.runs, request.warmup, request.blocks],
-             "version": edgeprune.__version__}
+             "metric": _metric_name(request.metric), "version": edgeprune.__version__}
     digest.update(json.dumps(facts, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def _metric_name(metric: Any) -> str | None:
+    """What the planner scores by, for the journal's fingerprint (a callable by its qualified name)."""
+    if metric is None or isinstance(metric, str):
+        return metric
+    if isinstance(metric, Metric):
+        return f"{metric.name}@{metric.output}"
+    return f"{getattr(metric, '__module__', '?')}:{getattr(metric, '__qualname__', type(metric).__name__)}"
 
 
 def _model_spec(request: BuildRequest, steps: Steps) -> ModelSpec:
@@ -434,18 +496,24 @@ def _build(
     spec = _model_spec(request, steps)
     model_outputs = describe(spec.module, torch.zeros(spec.input_shape))  # non-tensor outputs refused here
     if request.plan_settings is not None:
-        require_single(model_outputs, "planning")
+        require_single(model_outputs, "planning", spec.module)
     elif request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values()):
-        require_single(model_outputs, "pruning")
+        require_single(model_outputs, "pruning", spec.module)
     dataset = _dataset(request, spec)
     check_inputs(dataset.calib_x, spec.input_shape, "calibration data")
     check_inputs(dataset.eval_x, spec.input_shape, "eval data")
-    if request.budget_overrides.get("max_accuracy_drop_pct") is not None and not dataset.labelled:
-        raise ConfigError("--max-accuracy-drop needs labelled eval data; pass --data (a .npz with x and y, or an image folder)")
+    for key, flag in (("max_accuracy_drop_pct", "--max-accuracy-drop"), ("max_class_drop_pts", "--max-class-drop"),
+                      ("max_shift_drop_pts", "--max-shift-drop")):
+        if request.budget_overrides.get(key) is not None and not dataset.labelled:
+            raise ConfigError(f"{flag} needs labelled eval data; pass --data (a .npz with x and y, or an image folder)")
+    metric = resolve_metric(request.metric, spec.module, model_outputs.keys, labelled=dataset.labelled,
+                            budget_needs_one=any(p.budget.max_metric_drop is not None for p in profiles))
 
     example = torch.zeros(spec.input_shape)
     calib = as_tensor(dataset.calib_x)
     dense_outputs = _outputs(spec.module, dataset.eval_x, model_outputs.keys)
+    shift_guard = dataset.labelled and any(p.budget.max_shift_drop_pts is not None for p in profiles)
+    scores = _TestScores.of(spec, dataset, metric, model_outputs, dense_outputs, shift_guard, request.seed)
     runner = get_runner(request.on, python=request.remote_python, identity_file=request.identity_file,
                         known_hosts=request.known_hosts, adb_port=request.adb_port)
 
@@ -460,7 +528,8 @@ def _build(
         else:
             journal = Journal(journal_folder(request.out), _fingerprint(request, spec, dataset, profiles,
                                                                          targets_by_device), request.resume)
-            assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports, journal)
+            assignments = _planned(request, spec, dataset, steps, profiles, targets_by_device, exports, journal,
+                                   metric, shift_guard)
         if request.plan_only:
             assert journal is not None  # plan_only implies plan_settings
             planned = _write_plans(request, spec, dataset, profiles, assignments, staging.folder, skipped, journal)
@@ -479,6 +548,8 @@ def _build(
                 measurement = exports.measure(job.model, plan, threads)
                 quality = assess_quality(plan.scheme, measurement.output_map(), reference, dense_outputs,
                                          dataset.eval_y, class_logits=model_outputs.class_logits)
+                quality = scores.add(quality, measurement, lambda x: runner.measure(
+                    result.artifact, x, warmup=0, runs=1, threads=threads, energy=False), steps)
                 if not quality.parity_passed:
                     raise ParityError(
                         f"target '{target}' scheme '{plan.scheme}': runtime outputs disagree with the PyTorch model "

@@ -55,6 +55,15 @@ class Budget(_Strict):
     max_accuracy_drop_pct: float | None = Field(strict=True, 
         default=None, ge=0, description="Largest top-1 accuracy loss allowed vs the unpruned model, in points."
     )
+    max_class_drop_pts: float | None = Field(strict=True, default=None, ge=0, description=(
+        "Largest top-1 loss allowed on any one class vs the unpruned model (the worst class on the test split), "
+        "in points."))
+    max_shift_drop_pts: float | None = Field(strict=True, default=None, ge=0, description=(
+        "Largest top-1 loss allowed on shifted inputs (the test split under a fixed, seeded set of corruptions: "
+        "noise, blur, contrast, shift) vs the unpruned model on the same, in points."))
+    max_metric_drop: float | None = Field(strict=True, default=None, ge=0, description=(
+        "Largest loss of the build's metric (--metric: miou, map50, rmse, a user metric) allowed vs the unpruned "
+        "model, in the metric's own units; a loss is a fall for higher-is-better metrics, a rise for errors."))
 
     @model_validator(mode="after")
     def _energy_forms(self) -> Budget:

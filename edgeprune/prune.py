@@ -256,7 +256,17 @@ def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[in
 
 
 def _output_layers(model: nn.Module) -> list[nn.Module]:
-    """Linear/conv layers whose output is the model's output: their output channels are the classes."""
+    """Linear/conv layers whose output is the model's output: their output channels are the classes. A module
+    that names them (`output_layer_names`: a detector's heads, a segmenter's classifiers) is taken at its word;
+    otherwise the last one registered."""
+    named = getattr(model, "output_layer_names", None)
+    if named:
+        modules = dict(model.named_modules())
+        missing = [n for n in named if n not in modules]
+        if missing:
+            raise UnsupportedModelError(f"output layer '{missing[0]}' named by the model's output_layer_names is not "
+                                        "one of its modules; name them as named_modules() does")
+        return [modules[n] for n in named]
     last = None
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):

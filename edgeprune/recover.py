@@ -2,6 +2,12 @@
 
 loss = alpha · T² · KL(softmax(teacher/T) ‖ softmax(student/T)) + (1 − alpha) · cross-entropy(student, labels)
 
+over the class axis of class logits (N, C), or of per-pixel logits (N, C, H, W) with masks (N, H, W) as labels
+(averaged over pixels; 255 marks a pixel with no label). With floating-point labels (regression) the loss is
+alpha · MSE(student, teacher) + (1 − alpha) · MSE(student, labels).
+A model with several outputs (a detector's raw heads) is fitted to the teacher's outputs alone: the mean over its
+outputs of MSE(student, teacher) / variance(teacher output), so heads of different scales weigh alike.
+
 `recover` is the one place that decides what a pruned model is fine-tuned on; the planner and `build`/`apply` both
 call it, so `edgeprune apply plan.yaml` reproduces the weights the planner chose.
 """
@@ -17,11 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeprune._cores import usable_cores
+from edgeprune._torch import torch_threads
 from edgeprune.errors import ConfigError
+from edgeprune.outputs import leaves
 from edgeprune.types import Dataset
 
 DISTILL_ALPHA = 0.7
 """Share of the loss that is distillation when labels are there too."""
+VOID_LABEL = 255
+"""A segmentation mask's 'unlabelled' pixel value: left out of the loss."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,9 @@ class RecoveryConfig:
     temperature: float = 4.0
     alpha: float = DISTILL_ALPHA
     seed: int = 0
+    threads: int = 1
+    """torch's intra-op threads while training (batches of 64 at 224x224 use every core well); recorded because
+    the last bits of the weights may depend on it."""
 
 
 @dataclass(frozen=True)
@@ -51,28 +65,36 @@ def distill(
     student: nn.Module,
     teacher: nn.Module,
     train_x: np.ndarray,
-    train_y: np.ndarray,
+    train_y: Any,
     config: RecoveryConfig = RecoveryConfig(),
     progress: Callable[[int, int], None] | None = None,
 ) -> RecoverySummary:
-    """Fine-tune `student` in place on (train_x, train_y) with KD from `teacher`; leaves it in eval mode."""
-    if config.epochs < 0 or not 0.0 <= config.alpha <= 1.0 or config.temperature <= 0:
-        raise ConfigError(f"recovery settings {config} are out of range: epochs >= 0, 0 <= alpha <= 1, temperature > 0")
-    if len(train_x) != len(train_y) or len(train_x) == 0:
-        raise ConfigError(f"training data has {len(train_x)} inputs and {len(train_y)} labels; need the same, non-zero count")
+    """Fine-tune `student` in place on (train_x, train_y) with KD from `teacher`; leaves it in eval mode. `train_y`
+    may be None for a model with several outputs, which is fitted to the teacher's outputs alone."""
+    if config.epochs < 0 or not 0.0 <= config.alpha <= 1.0 or config.temperature <= 0 or config.threads < 1:
+        raise ConfigError(f"recovery settings {config} are out of range: epochs >= 0, 0 <= alpha <= 1, "
+                          "temperature > 0, threads >= 1")
+    if len(train_x) == 0 or (train_y is not None and len(train_x) != len(train_y)):
+        raise ConfigError(f"training data has {len(train_x)} inputs and "
+                          f"{'no' if train_y is None else len(train_y)} labels; need the same, non-zero count")
+    with torch_threads(config.threads):
+        return _distill(student, teacher, train_x, train_y, config, progress)
+
+
+def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_y: Any, config: RecoveryConfig,
+             progress: Callable[[int, int], None] | None) -> RecoverySummary:
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     x_all = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
-    y_all = torch.from_numpy(np.asarray(train_y, dtype=np.int64))
     teacher.eval()
     with torch.no_grad():
-        teacher_logits = torch.cat([teacher(x_all[i : i + 256]) for i in range(0, len(x_all), 256)])
+        parts = [leaves(teacher(x_all[i : i + 256])) for i in range(0, len(x_all), 256)]
+    loss_of = _objective([torch.cat(column) for column in zip(*parts)], train_y, config)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(x_all) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
-    t = config.temperature
     loss_value = float("nan")
     with torch.random.fork_rng():  # dropout draws from the global generator: seed it, without leaking the seed
         torch.manual_seed(config.seed)
@@ -81,9 +103,7 @@ def distill(
             order = torch.randperm(len(x_all), generator=generator)
             for step in range(steps_per_epoch):
                 idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-                logits = student(x_all[idx])
-                kd = F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher_logits[idx] / t, dim=1), reduction="batchmean")
-                loss = config.alpha * t * t * kd + (1.0 - config.alpha) * F.cross_entropy(logits, y_all[idx])
+                loss = loss_of(leaves(student(x_all[idx])), idx)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -95,10 +115,59 @@ def distill(
     return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value)
 
 
-def recovery_data(teacher: nn.Module, dataset: Dataset) -> tuple[np.ndarray, np.ndarray, float, str]:
+Objective = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
+"""(the student's outputs on a batch, the batch's sample indices) -> the loss."""
+
+
+def _objective(teacher_out: list[torch.Tensor], train_y: Any, config: RecoveryConfig) -> Objective:
+    """The loss for what the model returns and the labels hold (see the module docstring)."""
+    t, alpha = config.temperature, config.alpha
+    if len(teacher_out) > 1 or train_y is None:
+        # several outputs (a detector's raw heads): each matched to the teacher's, scaled by the teacher's spread
+        spreads = [o.float().var().clamp_min(1e-12) for o in teacher_out]
+
+        def matched(out: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+            return sum(F.mse_loss(o, ref[idx]) / v for o, ref, v in zip(out, teacher_out, spreads)) / len(out)
+        return matched
+    (reference,) = teacher_out
+    y_np = np.asarray(train_y)
+    if np.issubdtype(y_np.dtype, np.floating):  # regression targets: squared error, not class scores
+        y_values = torch.from_numpy(y_np.astype(np.float32))
+
+        def squared(out: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+            (o,) = out
+            return alpha * F.mse_loss(o, reference[idx]) + (1.0 - alpha) * F.mse_loss(o, y_values[idx].reshape(o.shape))
+        return squared
+    y_ids = torch.from_numpy(y_np.astype(np.int64))
+    void = VOID_LABEL if y_np.ndim > 1 else -100  # masks mark unlabelled pixels 255; class ids may be 255
+
+    def distilled(out: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
+        (o,) = out
+        return alpha * t * t * _kd(o, reference[idx], t) + (1.0 - alpha) * F.cross_entropy(o, y_ids[idx],
+                                                                                          ignore_index=void)
+    return distilled
+
+
+def _kd(logits: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(teacher ‖ student) over the class axis (1) at temperature `t`, averaged over samples and, for dense
+    outputs (N, C, H, W), over positions."""
+    positions = logits[0, 0].numel()
+    return F.kl_div(F.log_softmax(logits / t, dim=1), F.softmax(teacher / t, dim=1),
+                    reduction="sum") / (logits.shape[0] * positions)
+
+
+def recovery_data(teacher: nn.Module, dataset: Dataset) -> tuple[np.ndarray, Any, float, str]:
     """(inputs, labels, alpha, what) a pruned model is fine-tuned on: the labelled train split, distillation plus
     labels; else the train inputs, or without a train split the calibration inputs, with the teacher's top-1 as
-    labels and distillation alone (alpha 1). Never the validation or test split."""
+    labels and distillation alone (alpha 1). A model with several outputs is fitted to the teacher's outputs alone
+    (labels None). Never the validation or test split."""
+    x_any = dataset.train_x if dataset.train_x is not None and len(dataset.train_x) else dataset.calib_x
+    teacher.eval()
+    with torch.no_grad():
+        several = len(leaves(teacher(torch.from_numpy(np.ascontiguousarray(x_any[:1], dtype=np.float32))))) > 1
+    if several:
+        where = "train split" if x_any is dataset.train_x else "calibration split (no train split)"
+        return x_any, None, 1.0, f"{where}: every output fitted to the unpruned model's (labels unused)"
     if dataset.train_x is not None and dataset.train_y is not None and len(dataset.train_x):
         return dataset.train_x, dataset.train_y, DISTILL_ALPHA, "train split with labels"
     if dataset.train_x is not None and len(dataset.train_x):
@@ -119,10 +188,13 @@ def recover(
     epochs: int,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> RecoverySummary | None:
-    """Fine-tune the pruned `student` in place for `epochs` on `recovery_data`; None when `epochs` is 0."""
+    """Fine-tune the pruned `student` in place for `epochs` on `recovery_data`, on `threads` torch threads (None:
+    every usable core; a pool worker passes 1); None when `epochs` is 0."""
     if epochs == 0:
         return None
     x, y, alpha, what = recovery_data(teacher, dataset)
-    summary = distill(student, teacher, x, y, RecoveryConfig(epochs=epochs, alpha=alpha, seed=seed), progress)
+    config = RecoveryConfig(epochs=epochs, alpha=alpha, seed=seed, threads=threads or usable_cores())
+    summary = distill(student, teacher, x, y, config, progress)
     return RecoverySummary(summary.config, summary.train_samples, summary.seconds, summary.final_loss, what)

@@ -74,7 +74,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs as float32 arrays shaped (N, *input_shape[1:]) and integer labels, in three disjoint splits.
+    """Inputs as float32 arrays shaped (N, *input_shape[1:]) and labels of one kind (class ids, masks, float values
+    or an object array of detection dicts: `edgeprune.data.label_kind`), in three disjoint splits.
 
     - train (`train_x/train_y`): what fine-tuning learns from; `calib_x` (int8 / BatchNorm calibration) is a subset
       of it, since calibration fits the model to data as training does;
@@ -273,6 +274,77 @@ class OutputParity:
 
 
 @dataclass(frozen=True)
+class ClassAccuracy:
+    """Top-1 on the test samples of one class: the unpruned model's, the artifact's, and the drop in points with its
+    paired 95% interval (Newcombe's, over that class's samples)."""
+
+    label: int
+    samples: int
+    reference_accuracy: float
+    artifact_accuracy: float
+    drop_pts: float
+    drop_ci95_pts: tuple[float, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["drop_ci95_pts"] = [round(float(v), 4) for v in self.drop_ci95_pts]
+        return out
+
+
+@dataclass(frozen=True)
+class ShiftQuality:
+    """Top-1 on the test split with every corruption of `shifts.py` applied (pooled over the corruptions): the
+    unpruned model's, the artifact's through its runtime, and the drop in points with its paired 95% interval."""
+
+    corruptions: tuple[str, ...]
+    samples: int
+    """Shifted samples in all: the test split's size times the number of corruptions."""
+    reference_accuracy: float
+    artifact_accuracy: float
+    drop_pts: float
+    drop_ci95_pts: tuple[float, float]
+    per_corruption: dict[str, tuple[float, float]]
+    """corruption -> (unpruned, artifact) top-1."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["drop_ci95_pts"] = [round(float(v), 4) for v in self.drop_ci95_pts]
+        out["per_corruption"] = {k: [round(a, 6), round(b, 6)] for k, (a, b) in self.per_corruption.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class MetricQuality:
+    """The build's metric on the test split: the unpruned PyTorch model's and the artifact's (through its runtime),
+    each with a 95% interval, and the loss between them with a paired 95% interval (both scored on the same items;
+    a percentile bootstrap that resamples the items once for both). `drop` is in the metric's units and positive
+    when the artifact is worse (a lower mIoU, a higher RMSE)."""
+
+    metric: str
+    higher_is_better: bool
+    direction: str
+    """built-in | declared | default (a user callable that does not say: higher taken as better)"""
+    output: str | None
+    """The output key the metric scored (None: the model's only output)."""
+    items: str
+    n: int
+    reference_value: float
+    reference_ci95: tuple[float, float]
+    artifact_value: float
+    artifact_ci95: tuple[float, float]
+    drop: float
+    drop_ci95: tuple[float, float]
+    method: str
+    split: str = "test"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("reference_ci95", "artifact_ci95", "drop_ci95"):
+            out[key] = [round(float(v), 6) for v in out[key]]
+        return out
+
+
+@dataclass(frozen=True)
 class Quality:
     """Accuracy of the reference model and of the artifact through its runtime on the test split, plus parity.
 
@@ -299,6 +371,17 @@ class Quality:
     figure as before, else the worst output's, or the first failing one's)."""
     class_logits: str | None = None
     """The output top-1 accuracy and agreement are read from (None: none is class logits, no accuracy is measured)."""
+    metric: MetricQuality | None = None
+    """The build's metric (`--metric`, or the one the model's task implies), when one is scored."""
+    per_class: tuple[ClassAccuracy, ...] = ()
+    """Top-1 per class on the labelled test split (empty without labels or class logits)."""
+    shift: ShiftQuality | None = None
+    """Top-1 on shifted test inputs (the robustness guard's figure), when that guard is asked for."""
+
+    @property
+    def worst_class(self) -> ClassAccuracy | None:
+        """The class that lost the most top-1 points (None without per-class figures)."""
+        return max(self.per_class, key=lambda c: (c.drop_pts, -c.label)) if self.per_class else None
 
     @property
     def accuracy_drop_pct(self) -> float | None:
@@ -319,6 +402,9 @@ class Quality:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["outputs_parity"] = [p.to_dict() for p in self.outputs_parity]
+        out["metric"] = self.metric.to_dict() if self.metric is not None else None
+        out["per_class"] = [c.to_dict() for c in self.per_class]
+        out["shift"] = self.shift.to_dict() if self.shift is not None else None
         out["accuracy_drop_pct"] = self.accuracy_drop_pct
         for key in ("reference_accuracy_ci95", "artifact_accuracy_ci95", "accuracy_drop_ci95_pct"):
             out[key] = None if out[key] is None else [round(float(v), 6) for v in out[key]]

@@ -9,17 +9,45 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from edgeprune.planner.results import Tuned
+from edgeprune.profiles import Budget
 from edgeprune.types import ChannelGroup, Measurement, Plan
 
 MeasureFn = Callable[[Plan, torch.nn.Module], Measurement]
 """Exports `model` with the plan's target and scheme and measures it on the device's runner."""
 
 
+class Score(Protocol):
+    """What the evaluator's scores are (higher is better): top-1 accuracy, or a metric oriented so."""
+
+    @property
+    def top1(self) -> bool: ...
+
+    @property
+    def name(self) -> str: ...
+    """'accuracy' or the metric's name, for messages."""
+
+    @property
+    def unit(self) -> str: ...
+    """The unit of a drop: 'points' or the metric's name."""
+
+    @property
+    def drop_scale(self) -> float: ...
+    """From a score difference to `unit` (100 for top-1: a fraction to points)."""
+
+    def max_drop(self, budget: Budget) -> float | None: ...
+
+
 class Evaluator(Protocol):
     dense: torch.nn.Module
     example: torch.Tensor
     dense_accuracy: float
-    """Top-1 of the unpruned model on the validation split (agreement with itself when unlabelled: 1.0)."""
+    """The unpruned model's score on the validation split (`score`): top-1 (agreement with itself when unlabelled:
+    1.0), or the metric's value (negated when lower is better)."""
+    score: Score
+    dense_class_accuracy: dict[int, float] | None
+    """The unpruned model's top-1 per class on the validation split (None: no class labels, or a metric)."""
+    dense_shift_accuracy: float | None
+    """The unpruned model's top-1 on the shifted validation inputs (None: the robustness guard is off)."""
     labelled: bool
     sensitivity_samples: int
 

@@ -215,17 +215,54 @@ class DeviceSearch:
 
     def _result(self, accepted: Accepted, usable: list[Visit], visited: int, final_s: float, sens) -> DevicePlan:
         cand, predicted, tuned, measurement = accepted
-        drop = 100.0 * (self.planner.dense_accuracy - tuned.accuracy)
-        max_drop = self.profile.budget.max_accuracy_drop_pct
-        if max_drop is not None and drop > max_drop + 1e-9 and self.planner.evaluator.labelled:
+        score = self.planner.evaluator.score
+        drop = score.drop_scale * (self.planner.dense_accuracy - tuned.accuracy)
+        max_drop = score.max_drop(self.profile.budget)
+        judged = self.planner.evaluator.labelled or not score.top1  # top-1 of unlabelled data is agreement
+        if max_drop is not None and drop > max_drop + 1e-9 and judged:
             raise with_rounds(BudgetInfeasibleError(
-                f"device '{self.profile.name}': the accuracy budget binds: at {predicted.latency_ms:.4g} ms "
-                f"({cand.label()}) the best accuracy drop on the validation split is {drop:.2f} points > "
-                f"{max_drop:g} allowed; loosen the latency/size budgets or allow a larger accuracy drop"
+                f"device '{self.profile.name}': the {score.name} budget binds: at {predicted.latency_ms:.4g} ms "
+                f"({cand.label()}) the best {score.name} drop on the validation split is {_amount(drop, score)} > "
+                f"{max_drop:g} allowed; loosen the latency/size budgets or allow a larger {score.name} drop"
+            ), self.rounds, proven=False)
+        worst = self._worst_class(tuned)
+        max_class = self.profile.budget.max_class_drop_pts
+        if worst is not None and max_class is not None and worst[1] > max_class + 1e-9:
+            raise with_rounds(BudgetInfeasibleError(
+                f"device '{self.profile.name}': the class guard binds: at {predicted.latency_ms:.4g} ms "
+                f"({cand.label()}) class {worst[0]} loses {worst[1]:.2f} points of top-1 on the validation split > "
+                f"{max_class:g} allowed; loosen the latency/size budgets or allow a larger class drop"
+            ), self.rounds, proven=False)
+        shift, max_shift = self._shift_drop(tuned), self.profile.budget.max_shift_drop_pts
+        if shift is not None and max_shift is not None and shift > max_shift + 1e-9:
+            raise with_rounds(BudgetInfeasibleError(
+                f"device '{self.profile.name}': the robustness guard binds: at {predicted.latency_ms:.4g} ms "
+                f"({cand.label()}) top-1 on shifted validation inputs drops {shift:.2f} points > {max_shift:g} "
+                "allowed; loosen the latency/size budgets or allow a larger shift drop"
             ), self.rounds, proven=False)
         return DevicePlan(self.profile.name, cand, self.space, tuned, predicted, self.rounds, self._front(usable),
                           visited, self.finetuned, time.perf_counter() - self.start, measurement, final_s, sens,
                           sorted(self.dropped.values()))
+
+    def _worst_class(self, tuned: Tuned) -> tuple[int, float] | None:
+        """(class, points) of the class that lost the most top-1 on the validation split vs the unpruned model."""
+        dense = self.planner.evaluator.dense_class_accuracy
+        if dense is None or tuned.class_accuracy is None:
+            return None
+        drops = [(c, 100.0 * (a - tuned.class_accuracy.get(c, 0.0))) for c, a in dense.items()]
+        return max(drops, key=lambda d: (d[1], -d[0]))
+
+    def _shift_drop(self, tuned: Tuned) -> float | None:
+        """Top-1 points lost on the shifted validation inputs vs the unpruned model (None: the guard is off)."""
+        dense = self.planner.evaluator.dense_shift_accuracy
+        return None if dense is None or tuned.shift_accuracy is None else 100.0 * (dense - tuned.shift_accuracy)
+
+    def _guarded(self, tuned: Tuned) -> bool:
+        """Whether `tuned` meets the class and robustness guards (`max_class_drop_pts`, `max_shift_drop_pts`; True
+        for a guard that is not set or cannot be told)."""
+        budget, worst, shift = self.profile.budget, self._worst_class(tuned), self._shift_drop(tuned)
+        return ((budget.max_class_drop_pts is None or worst is None or worst[1] <= budget.max_class_drop_pts + 1e-9)
+                and (budget.max_shift_drop_pts is None or shift is None or shift <= budget.max_shift_drop_pts + 1e-9))
 
     def _unpruned_fits(self) -> DevicePlan | None:
         """Objective 'accuracy': the unpruned model at the most faithful scheme, if it fits, is the answer."""
@@ -342,7 +379,7 @@ class DeviceSearch:
         options = list(best_per_arch.values())
         if self.settings.objective == "latency":
             options.sort(key=lambda v: self.costs(v.candidate).latency_ms)
-            return self._fastest_within(options, self.profile.budget.max_accuracy_drop_pct), 0.0
+            return self._fastest_within(options, self.planner.evaluator.score.max_drop(self.profile.budget)), 0.0
         options.sort(key=lambda v: (-v.proxy_accuracy, rank[v.candidate.scheme], self.costs(v.candidate).latency_ms))
         shared = self._shared_in_fleet(options[0].proxy_accuracy, preference)
         if shared is not None:
@@ -355,11 +392,12 @@ class DeviceSearch:
         for v in dict.fromkeys(ranked):
             tuned = self._tune_logged(v)
             scored.append((tuned.accuracy, -rank[v.candidate.scheme], -self.costs(v.candidate).latency_ms, v, tuned))
-        best = max(scored, key=lambda t: t[:3])
+        # the class guard first: a candidate that keeps every class within its budget beats a more accurate one
+        best = max(scored, key=lambda t: (self._guarded(t[4]), *t[:3]))
         pruned = [t for t in scored if not unpruned(t[3].candidate)]
         if not unpruned(best[3].candidate) or not pruned:
             return best[3].candidate, 0.0
-        contender = max(pruned, key=lambda t: t[:3])
+        contender = max(pruned, key=lambda t: (self._guarded(t[4]), *t[:3]))
         tuned, seconds = self.planner.final(self.space, contender[3].candidate)
         entry = candidate_dict(contender[3].candidate, self.space) | {
             "accuracy": tuned.accuracy, "epochs": self.settings.finetune_epochs, "params": tuned.summary.params_after,
@@ -378,7 +416,8 @@ class DeviceSearch:
         accurate such model (by its full fine-tune) is chosen, at its most preferred scheme and thread count."""
         n = max(1, self.planner.evaluator.sensitivity_samples)
         p = min(max(best_proxy, 0.0), 1.0)
-        noise = math.sqrt(max(p * (1.0 - p), 1.0 / n) / n)
+        # a metric's proxy has no binomial noise model: its models are reused only when at least as good
+        noise = math.sqrt(max(p * (1.0 - p), 1.0 / n) / n) if self.planner.evaluator.score.top1 else 0.0
         found: list[tuple[float, Candidate]] = []
         for (keep, importance), tuned in self.planner.fully_tuned_items():
             if ((keep, importance) not in self.inherited or importance not in self.space.importances
@@ -389,7 +428,7 @@ class DeviceSearch:
                                 for threads in self.space.threads)
                     if (c.target, c.scheme, c.threads) not in self.dropped
                     and self.limits.met(self.costs(c), self.settings.margin)]
-            if fits and self.proxy(fits[0]) >= best_proxy - noise:
+            if fits and self.proxy(fits[0]) >= best_proxy - noise and self._guarded(tuned):
                 found.append((tuned.accuracy, min(fits, key=preference)))
         if not found:
             return None
@@ -406,14 +445,16 @@ class DeviceSearch:
         """Bisection over the candidates sorted by latency (accuracy falls roughly monotonically with latency):
         the fastest whose accuracy drop after a brief fine-tune is within `max_drop` (the full fine-tune of the
         chosen plan only gains accuracy back, so this errs on the safe side)."""
+        score = self.planner.evaluator.score
         if max_drop is None:
-            raise ConfigError("--minimize latency needs an accuracy budget: give --max-accuracy-drop")
+            raise ConfigError("--minimize latency needs an accuracy budget: give "
+                              + ("--max-accuracy-drop" if score.top1 else "--max-metric-drop"))
         lo, hi = 0, len(options) - 1  # find the smallest index that is within the drop
         found: Candidate | None = None
         while lo <= hi:
             mid = (lo + hi) // 2
             tuned = self._tune_logged(options[mid])
-            if 100.0 * (self.planner.dense_accuracy - tuned.accuracy) <= max_drop:
+            if score.drop_scale * (self.planner.dense_accuracy - tuned.accuracy) <= max_drop and self._guarded(tuned):
                 found = options[mid].candidate
                 hi = mid - 1
             else:
@@ -451,6 +492,11 @@ class DeviceSearch:
                 entry["accuracy"] = tuned.accuracy
             out.append(entry)
         return out
+
+
+def _amount(drop: float, score) -> str:
+    """A drop in its unit: '1.25 points' for top-1, '0.0132 miou' for a metric."""
+    return f"{drop:.2f} {score.unit}" if score.top1 else f"{drop:.4g} {score.unit}"
 
 
 def unpruned(c: Candidate) -> bool:

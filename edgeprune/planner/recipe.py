@@ -67,12 +67,14 @@ def write_plan_yaml(path: Path, recipe: dict[str, Any]) -> None:
 
 
 class Recipe:
-    """A plan.yaml read back: the Plan to replay, the channel counts it must give, and its recovery epochs."""
+    """A plan.yaml read back: the Plan to replay, the channel counts it must give, and its recovery epochs and
+    threads (None: a plan written before threads were recorded; the replay then uses every usable core)."""
 
     def __init__(self, path: Path, plan: Plan, channels: dict[str, tuple[int, int]], finetune_epochs: int,
-                 model: dict[str, Any], device: str):
+                 model: dict[str, Any], device: str, finetune_threads: int | None = None):
         self.path, self.plan, self.channels = path, plan, channels
         self.finetune_epochs, self.model, self.device = finetune_epochs, model, device
+        self.finetune_threads = finetune_threads
 
 
 def read_plan_yaml(path: Path) -> Recipe:
@@ -102,13 +104,16 @@ def read_plan_yaml(path: Path) -> Recipe:
         channels = {str(k): (int(v[0]), int(v[1])) for k, v in (data.get("channels") or {}).items()}
         recovery = data.get("recovery") or {}
         epochs = int((recovery.get("config") or {}).get("epochs", 0)) if recovery else 0
+        threads = (recovery.get("config") or {}).get("threads") if recovery else None
+        threads = None if threads is None else int(threads)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ConfigError(f"plan '{path}': malformed plan section ({type(exc).__name__}: {exc})") from None
-    if plan.threads < 1 or plan.round_to < 1 or any(a < 1 or b < 1 for a, b in channels.values()):
+    if (plan.threads < 1 or plan.round_to < 1 or any(a < 1 or b < 1 for a, b in channels.values())
+            or (threads is not None and threads < 1)):
         raise ConfigError(f"plan '{path}': threads, round_to and channel counts must be >= 1")
     if plan.target not in TARGETS or plan.scheme not in SCHEMES:
         raise ConfigError(f"plan '{path}': target '{plan.target}' / scheme '{plan.scheme}' unknown")
     bad = [k for k, v in ratios.items() if not 0.0 < v <= 1.0]
     if bad:
         raise ConfigError(f"plan '{path}': keep ratio of '{bad[0]}' must be in (0, 1]")
-    return Recipe(Path(path), plan, channels, epochs, data.get("model") or {}, str(data.get("device", "")))
+    return Recipe(Path(path), plan, channels, epochs, data.get("model") or {}, str(data.get("device", "")), threads)

@@ -25,6 +25,10 @@ class Tuned:
     accuracy: float
     summary: PruneSummary
     recovery: RecoverySummary | None
+    class_accuracy: dict[int, float] | None = None
+    """Top-1 per class on the validation split (None: no class labels, or judged by another metric)."""
+    shift_accuracy: float | None = None
+    """Top-1 on the shifted validation inputs (None: the robustness guard is off)."""
 
 
 @dataclass
