@@ -44,6 +44,12 @@ class FixedPlan:
     finetune_epochs: int = 10
     threads: int | None = None
     """Threads the artifact runs (and is measured) with; None: each profile's `default_threads`."""
+    keep_heads: float = 1.0
+    """Share of attention heads kept in every layer of a transformer encoder (`edgeprune.structure`)."""
+    keep_mlp: float = 1.0
+    """Share of transformer MLP hidden neurons kept."""
+    keep_blocks: int | None = None
+    """Encoder blocks kept per stack (None: all)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,9 @@ def build(
                                   max_class_drop_pts, max_shift_drop_pts),
         metric=metric,
         round_to=fixed.round_to if fixed else 8,
+        head_keep_ratio=fixed.keep_heads if fixed else 1.0,
+        mlp_keep_ratio=fixed.keep_mlp if fixed else 1.0,
+        keep_blocks=fixed.keep_blocks if fixed else None,
         importance=fixed.importance if fixed else "l2",
         finetune_epochs=fixed.finetune_epochs if fixed else (plan.finetune_epochs if plan else 10),
         threads=fixed.threads if fixed else (plan.threads if plan else None),
@@ -240,6 +249,9 @@ def apply(
         input_shape=tuple(int(d) for d in input_shape) if input_shape is not None else None,
         data=_data(data),
         layer_keep_ratios=dict(recipe.plan.layer_keep_ratios),
+        head_keep_ratio=recipe.plan.head_keep_ratio,
+        mlp_keep_ratio=recipe.plan.mlp_keep_ratio,
+        keep_blocks=recipe.plan.keep_blocks,
         expected_channels=recipe.channels,
         importance=recipe.plan.importance,
         round_to=recipe.plan.round_to,

@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="fixed plan: fraction of prunable channels to remove, in [0, 1) (omit both --prune and "
                             "--quant to plan for the budgets)")
     build.add_argument("--quant", default=None, choices=SCHEMES, help="fixed plan: fp32 | fp16 | int8 (static) | int8-dynamic")
+    build.add_argument("--keep-heads", type=float, default=None,
+                       help="fixed plan, transformer encoders: share of attention heads kept per layer (whole heads)")
+    build.add_argument("--keep-mlp", type=float, default=None,
+                       help="fixed plan, transformer encoders: share of MLP hidden neurons kept")
+    build.add_argument("--keep-blocks", type=int, default=None,
+                       help="fixed plan, transformer encoders: encoder blocks kept per stack")
     _add_budget_options(build)
     _add_plan_options(build)
     _add_measure_options(build)
@@ -430,11 +436,14 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         return _cmd_build_config(args, out)
     if args.model is None or args.out is None:
         raise ConfigError("build needs --model and --out (or --config edgeprune.yaml)")
-    if args.prune is None and args.quant is None:
+    structure = (args.keep_heads, args.keep_mlp, args.keep_blocks)
+    if args.prune is None and args.quant is None and structure == (None, None, None):
         plan: Any = _plan_settings(args)
     else:
         plan = edgeprune.FixedPlan(prune=args.prune or 0.0, quant=args.quant or "fp32", importance=args.importance or "l2",
-                                   round_to=args.round_to, finetune_epochs=args.finetune_epochs, threads=args.threads)
+                                   round_to=args.round_to, finetune_epochs=args.finetune_epochs, threads=args.threads,
+                                   keep_heads=1.0 if args.keep_heads is None else args.keep_heads,
+                                   keep_mlp=1.0 if args.keep_mlp is None else args.keep_mlp, keep_blocks=args.keep_blocks)
     result = edgeprune.build(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
                              plan=plan, resume=args.resume, **_budget_keywords(args), **_common(args))
     return _show(args, out, result)

@@ -98,6 +98,18 @@ class BuildRequest:
     """Set: search for the plan that meets each device's budgets (prune/quant are then ignored)."""
     layer_keep_ratios: dict[str, float] = field(default_factory=dict)
     """A fixed plan's per-module keep ratios (from a plan.yaml replayed by `edgeprune apply`)."""
+    head_keep_ratio: float = 1.0
+    """A fixed plan's share of attention heads kept (transformer encoders; `edgeprune.structure`)."""
+    mlp_keep_ratio: float = 1.0
+    """A fixed plan's share of transformer MLP hidden neurons kept."""
+    keep_blocks: int | None = None
+    """A fixed plan's encoder blocks kept per stack (None: all)."""
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the fixed plan removes anything (channels, heads, neurons or blocks)."""
+        return (self.prune > 0.0 or any(k < 1.0 for k in self.layer_keep_ratios.values()) or self.head_keep_ratio < 1.0
+                or self.mlp_keep_ratio < 1.0 or self.keep_blocks is not None)
     expected_channels: dict[str, tuple[int, int]] | None = None
     """A replayed plan's recorded channel counts: the pruned model must have exactly these."""
     plan_only: bool = False
@@ -265,8 +277,7 @@ def _recover(
     that the planner runs, so `apply` of a plan reproduces the planner's weights."""
     from edgeprune.recover import recover
 
-    pruning = request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values())
-    if not pruning or request.finetune_epochs == 0:
+    if not request.prunes or request.finetune_epochs == 0:
         return None
     epochs = request.finetune_epochs
     with steps.step(f"Recovering accuracy ({epochs} epochs of distillation)", total=epochs) as update:
@@ -312,6 +323,9 @@ def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps:
         importance=request.importance,
         round_to=request.round_to,
         seed=request.seed,
+        head_keep_ratio=request.head_keep_ratio,
+        mlp_keep_ratio=request.mlp_keep_ratio,
+        keep_blocks=request.keep_blocks,
     )
     label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
     # prune (BatchNorm re-estimated) and fine-tune on the threads the planner's own fine-tunes use, so that a
@@ -497,7 +511,7 @@ def _build(
     model_outputs = describe(spec.module, torch.zeros(spec.input_shape))  # non-tensor outputs refused here
     if request.plan_settings is not None:
         require_single(model_outputs, "planning", spec.module)
-    elif request.prune > 0.0 or any(k < 1.0 for k in request.layer_keep_ratios.values()):
+    elif request.prunes:
         require_single(model_outputs, "pruning", spec.module)
     dataset = _dataset(request, spec)
     check_inputs(dataset.calib_x, spec.input_shape, "calibration data")

@@ -30,14 +30,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch_pruning.pruner import function as tp_function
 
+from edgeprune import structure
+from edgeprune._calibration import score_batches
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import ChannelGroup, Plan, PruneSummary
 
 _WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
 
-SCORE_SAMPLES = 64
-"""Calibration inputs a data-aware criterion scores channels on (the first ones), run in batches of `SCORE_BATCH`."""
-SCORE_BATCH = 16
 
 
 def _score_batches(calibration: torch.Tensor | None, criterion: str) -> list[torch.Tensor]:
@@ -45,8 +44,7 @@ def _score_batches(calibration: torch.Tensor | None, criterion: str) -> list[tor
     if calibration is None or len(calibration) == 0:
         raise ConfigError(f"importance '{criterion}' scores channels on calibration inputs and none were given; "
                           "give data (--data) or use a data-free criterion such as l2")
-    x = calibration[:SCORE_SAMPLES]
-    return [x[i : i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
+    return score_batches(calibration)
 
 
 def _mean_normalized(scores: torch.Tensor) -> torch.Tensor:
@@ -432,6 +430,24 @@ def _check_plan(plan: Plan) -> None:
         raise ConfigError(f"importance '{plan.importance}' is unknown; known: {', '.join(IMPORTANCE)}")
     if plan.round_to < 1:
         raise ConfigError(f"round_to {plan.round_to} must be a positive channel count")
+    for name, ratio in (("heads", plan.head_keep_ratio), ("MLP neurons", plan.mlp_keep_ratio)):
+        if not 0.0 < ratio <= 1.0:
+            raise ConfigError(f"share of {name} kept {ratio} is out of range; give a fraction in (0, 1]")
+    if plan.keep_blocks is not None and plan.keep_blocks < 1:
+        raise ConfigError(f"blocks kept {plan.keep_blocks} must be at least 1")
+
+
+def _restructured(model: nn.Module, example_input: torch.Tensor | None, plan: Plan,
+                  calibration: torch.Tensor | None) -> tuple[nn.Module, dict]:
+    """`model` with `plan`'s transformer structure removed (`edgeprune.structure`), and what was removed; the model
+    itself and {} when the plan removes none. Heads and neurons rank by activation where the criterion looks at
+    data and calibration is given, else by weight norm."""
+    if not plan.restructures:
+        return model, {}
+    importance = "activation" if plan.importance in DATA_AWARE and calibration is not None else "l2"
+    return structure.prune_structure(model, example_input, head_keep_ratio=plan.head_keep_ratio,
+                                     mlp_keep_ratio=plan.mlp_keep_ratio, keep_blocks=plan.keep_blocks,
+                                     calibration=calibration, importance=importance, round_to=plan.round_to)
 
 
 def _remove_channels(
@@ -551,7 +567,7 @@ def pruned_architecture(
     _check_plan(plan)
     if calibration is None and plan.importance in DATA_AWARE:
         plan = dataclasses.replace(plan, importance="l2")
-    pruned = copy.deepcopy(model).eval()
+    pruned, _ = _restructured(copy.deepcopy(model).eval(), example_input, plan, calibration)
     _remove_channels(pruned, example_input, plan, calibration)
     return pruned.eval()
 
@@ -568,6 +584,7 @@ def prune(
     model = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example_input)
     widths_before = layer_widths(model)
+    model, removed = _restructured(model, example_input, plan, calibration)
     batches = 0
     if _remove_channels(model, example_input, plan, calibration):
         batches = recalibrate_bn(model, calibration)
@@ -575,7 +592,8 @@ def prune(
 
     macs_after, params_after = count_macs_params(model, example_input)
     widths_after = layer_widths(model)
-    changed = {n: (widths_before[n], w) for n, w in widths_after.items() if widths_before.get(n) != w}
+    # layers a restructure rebuilt (a torchvision attention split into q/k/v) are in `structure`, not here
+    changed = {n: (widths_before[n], w) for n, w in widths_after.items() if widths_before.get(n, w) != w}
     summary = PruneSummary(
         keep_ratio=plan.keep_ratio,
         importance=plan.importance,
@@ -586,6 +604,7 @@ def prune(
         macs_after=macs_after,
         channels=changed,
         bn_recalibrated_batches=batches,
+        structure=removed,
     )
     return model, summary
 

@@ -42,11 +42,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgeprune._calibration import score_batches
 from edgeprune.errors import ConfigError, UnsupportedModelError
 
-SCORE_SAMPLES = 64
-"""Calibration inputs the data-aware scores run on (the first ones), in batches of `SCORE_BATCH`."""
-SCORE_BATCH = 16
 
 IMPORTANCE = ("l2", "activation")
 """Head / neuron criteria: `l2` reads the weights only; `activation` runs calibration inputs."""
@@ -407,11 +405,6 @@ def _check_importance(importance: str, calibration: torch.Tensor | None, what: s
                           "data or use l2")
 
 
-def _batches(calibration: torch.Tensor) -> list[torch.Tensor]:
-    x = calibration[:SCORE_SAMPLES]
-    return [x[i : i + SCORE_BATCH] for i in range(0, len(x), SCORE_BATCH)]
-
-
 def _run_hooked(model: nn.Module, calibration: torch.Tensor, hooks: list) -> None:
     """Run up to `SCORE_SAMPLES` calibration inputs through `model` in eval mode without gradients, then remove
     `hooks` and restore every module's training mode."""
@@ -419,7 +412,7 @@ def _run_hooked(model: nn.Module, calibration: torch.Tensor, hooks: list) -> Non
     model.eval()
     try:
         with torch.no_grad():
-            for batch in _batches(calibration):
+            for batch in score_batches(calibration):
                 model(batch)
     finally:
         for hook in hooks:

@@ -122,7 +122,9 @@ class Plan:
     """What to do to the model: how much to prune, how to quantise, which target and thread count.
 
     `keep_ratio` is the global share of prunable channels kept (1.0 = no pruning);
-    `layer_keep_ratios` overrides it per module name.
+    `layer_keep_ratios` overrides it per module name. A transformer encoder's structure (`edgeprune.structure`)
+    shrinks first: `head_keep_ratio` of the attention heads, `mlp_keep_ratio` of the MLP hidden neurons, and
+    `keep_blocks` encoder blocks per stack (None: all).
     """
 
     target: str = "executorch"
@@ -133,6 +135,14 @@ class Plan:
     round_to: int = 8
     threads: int = 1
     seed: int = 0
+    head_keep_ratio: float = 1.0
+    mlp_keep_ratio: float = 1.0
+    keep_blocks: int | None = None
+
+    @property
+    def restructures(self) -> bool:
+        """Whether whole heads, MLP neurons or blocks are removed."""
+        return self.head_keep_ratio < 1.0 or self.mlp_keep_ratio < 1.0 or self.keep_blocks is not None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +176,8 @@ class PruneSummary:
     channels: dict[str, tuple[int, int]]
     """module name -> (output channels before, after), for layers whose width changed."""
     bn_recalibrated_batches: int
+    structure: dict[str, Any] = field(default_factory=dict)
+    """What `edgeprune.structure` removed from a transformer encoder (blocks, heads, MLP widths); empty if nothing."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

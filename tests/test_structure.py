@@ -349,3 +349,36 @@ def test_the_text_example_learns_its_task_and_survives_head_pruning():
     pruned = prune_heads(model, 0.5, ids, calibration=torch.from_numpy(data.calib_x), importance="activation")
     assert set(describe(pruned)["heads"].values()) == {2}
     assert text.accuracy(pruned, data.eval_x, data.eval_y) >= 0.8  # half the heads gone, no fine-tune: most stays
+
+
+@pytest.mark.slow
+def test_a_fixed_plan_removes_heads_and_blocks_through_a_build_and_a_plan_yaml_carries_it(models, tmp_path):
+    """--keep-heads / --keep-blocks through the API: the manifest records what was removed, the artifact is the
+    pruned encoder (fewer parameters) matching its own PyTorch outputs, and a plan.yaml carries the structure for
+    `apply` to replay."""
+    import json
+
+    import yaml
+
+    import edgeprune
+    from edgeprune.planner.recipe import make_recipe, read_plan_yaml, write_plan_yaml
+
+    model = copy.deepcopy(models["torchvision"])
+    rng = np.random.default_rng(0)
+    data = (rng.normal(size=(40, 3, 32, 32)).astype(np.float32), rng.integers(0, 5, size=40))
+    plan = edgeprune.FixedPlan(keep_heads=0.5, keep_blocks=1, finetune_epochs=1)
+    result = edgeprune.build(model, data, out=tmp_path / "dist", targets=["onnx"], plan=plan,
+                             measure=edgeprune.Measure(runs=3, warmup=1), input_shape=(1, 3, 32, 32))
+    manifest = json.loads((tmp_path / "dist" / "host" / "manifest.json").read_text())
+    removed = manifest["pruning"]["structure"]
+    assert removed["blocks"] and removed["heads"] and removed["params_after"] < removed["params_before"]
+    assert all(h["after"] == h["before"] // 2 for h in removed["heads"].values())
+    assert manifest["pruning"]["params_after"] < manifest["pruning"]["params_before"]
+    assert result.devices["host"].artifact("onnx").quality.parity_passed
+    built = result.devices["host"].plan
+    assert (built.head_keep_ratio, built.keep_blocks) == (0.5, 1)
+    recipe = make_recipe(model={}, device="host", plan=built, channels={}, recovery=None, predicted=None, measured=None)
+    write_plan_yaml(tmp_path / "plan.yaml", recipe)
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["plan"]["head_keep_ratio"] == 0.5
+    replayed = read_plan_yaml(tmp_path / "plan.yaml").plan
+    assert (replayed.head_keep_ratio, replayed.mlp_keep_ratio, replayed.keep_blocks) == (0.5, 1.0, 1)

@@ -43,6 +43,8 @@ def make_recipe(
             "threads": plan.threads,
             "seed": plan.seed,
             "layer_keep_ratios": {k: float(v) for k, v in sorted(plan.layer_keep_ratios.items())},
+            **({"head_keep_ratio": plan.head_keep_ratio, "mlp_keep_ratio": plan.mlp_keep_ratio,
+                "keep_blocks": plan.keep_blocks} if plan.restructures else {}),
         },
         "channels": {k: [int(a), int(b)] for k, (a, b) in sorted(channels.items())},
         "recovery": _plain(recovery),
@@ -100,6 +102,8 @@ def read_plan_yaml(path: Path) -> Recipe:
             target=str(p["target"]), scheme=str(p["scheme"]), keep_ratio=1.0, layer_keep_ratios=ratios,
             importance=str(p.get("importance", "l2")), round_to=int(p.get("round_to", 8)),
             threads=int(p.get("threads", 1)), seed=int(p.get("seed", 0)),
+            head_keep_ratio=float(p.get("head_keep_ratio", 1.0)), mlp_keep_ratio=float(p.get("mlp_keep_ratio", 1.0)),
+            keep_blocks=None if p.get("keep_blocks") is None else int(p["keep_blocks"]),
         )
         channels = {str(k): (int(v[0]), int(v[1])) for k, v in (data.get("channels") or {}).items()}
         recovery = data.get("recovery") or {}
