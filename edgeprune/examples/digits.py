@@ -8,7 +8,6 @@ Its inverted-residual blocks with residual adds give structured pruning real cha
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Callable
@@ -20,9 +19,9 @@ import torch
 from torch import nn
 
 from edgeprune._torch import torch_threads
-from edgeprune._io import atomic_write_bytes
 from edgeprune.data import DIGITS_INPUT_SHAPE, DIGITS_SPLIT_SEED, SPLIT_RULE, digits_split
 from edgeprune.errors import ConfigError
+from edgeprune.examples._cache import load_or_train
 from edgeprune.types import Dataset
 
 INPUT_SHAPE: tuple[int, ...] = DIGITS_INPUT_SHAPE
@@ -234,24 +233,5 @@ def _load_cached(path: Path) -> nn.Module | None:
 
 def load_trained(cache_dir: Path | None = None, progress: ProgressFn | None = None) -> nn.Module:
     """The trained digits model in eval mode: loaded from the cache, or trained now and cached atomically."""
-    path = weights_path(cache_dir)
-    model = _load_cached(path)
-    if model is not None:
-        return model
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the example cache folder '{path.parent}' ({exc.strerror}); "
-            "set EDGEPRUNE_CACHE_DIR to a writable folder"
-        ) from exc
-    model = train(digits_split(), RECIPE, progress=progress)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the trained example to '{path}' ({exc.strerror}); set EDGEPRUNE_CACHE_DIR to a writable folder"
-        ) from exc
-    return model
+    return load_or_train(weights_path(cache_dir), _load_cached,
+                         lambda: train(digits_split(), RECIPE, progress=progress))

@@ -27,7 +27,6 @@ Trained so, they score on the 400-image test split: detector mAP50 0.994 (mAP50:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,9 +40,9 @@ import torch
 from torch import nn
 
 from edgeprune._deps import require
-from edgeprune._io import atomic_write_bytes
 from edgeprune._torch import torch_threads
 from edgeprune.errors import ConfigError
+from edgeprune.examples._cache import load_or_train
 from edgeprune.examples.digits import InvertedResidual, _conv_bn, resolve_cache_dir
 from edgeprune.types import Dataset
 
@@ -359,21 +358,6 @@ def load_trained(task: str, cache_dir: Path | None = None, progress: ProgressFn 
     if task not in TASKS:
         raise ConfigError(f"shapes task '{task}' is unknown; use one of {', '.join(TASKS)}")
     recipe = RECIPES[task] if recipe is None else recipe
-    path = weights_path(task, cache_dir, recipe)
-    model = _load_cached(task, path, recipe)
-    if model is not None:
-        return model
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the example cache folder '{path.parent}' ({exc.strerror}); "
-                          "set EDGEPRUNE_CACHE_DIR to a writable folder") from exc
-    model = train(task, shapes_split(task, samples=int(recipe["samples"])), recipe, progress=progress)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise ConfigError(f"cannot write the trained example to '{path}' ({exc.strerror}); set EDGEPRUNE_CACHE_DIR "
-                          "to a writable folder") from exc
-    return model
+    return load_or_train(weights_path(task, cache_dir, recipe), lambda path: _load_cached(task, path, recipe),
+                         lambda: train(task, shapes_split(task, samples=int(recipe["samples"])), recipe,
+                                       progress=progress))

@@ -19,7 +19,6 @@ deterministic) and cached as `<cache>/text-markers-<recipe_key>.pt`, like `examp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +29,10 @@ import torch
 from torch import nn
 
 from edgeprune._deps import require
-from edgeprune._io import atomic_write_bytes
 from edgeprune._torch import torch_threads
 from edgeprune.data import SPLIT_RULE, _split
 from edgeprune.errors import ConfigError
+from edgeprune.examples._cache import load_or_train
 from edgeprune.examples.digits import accuracy, resolve_cache_dir
 from edgeprune.types import Dataset
 
@@ -177,24 +176,8 @@ def _load_cached(path: Path) -> TokenClassifier | None:
 
 def load_trained(cache_dir: Path | None = None, progress: ProgressFn | None = None) -> TokenClassifier:
     """The trained text model in eval mode: loaded from the cache, or trained now and cached atomically."""
-    path = weights_path(cache_dir)
-    model = _load_cached(path)
-    if model is not None:
-        return model
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the example cache folder '{path.parent}' ({exc.strerror}); "
-                          "set EDGEPRUNE_CACHE_DIR to a writable folder") from exc
-    model = train(text_split(), RECIPE, progress=progress)
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    try:
-        atomic_write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise ConfigError(f"cannot write the trained example to '{path}' ({exc.strerror}); set EDGEPRUNE_CACHE_DIR "
-                          "to a writable folder") from exc
-    return model
+    return load_or_train(weights_path(cache_dir), _load_cached,
+                         lambda: train(text_split(), RECIPE, progress=progress))
 
 
 __all__ = ["SPEC", "INPUT_SHAPE", "NUM_CLASSES", "TokenClassifier", "accuracy", "build_model", "generate",
