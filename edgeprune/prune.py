@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from torch_pruning.pruner import function as tp_function
 
 from edgeprune import structure
-from edgeprune._calibration import score_batches
+from edgeprune._calibration import run_hooked, score_batches
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import ChannelGroup, Plan, PruneSummary
 
@@ -144,7 +144,7 @@ class WandaImportance(tp.importance.Importance):
     def calibrated(cls, model: nn.Module, calibration: torch.Tensor | None) -> "WandaImportance":
         """The input-channel norms of every conv / linear layer of `model` over up to `SCORE_SAMPLES` calibration
         inputs (the model in eval mode, no gradients)."""
-        batches = _score_batches(calibration, "wanda")
+        _score_batches(calibration, "wanda")  # a ConfigError without calibration inputs
         squares: dict[nn.Module, torch.Tensor] = {}
 
         def record(module: nn.Module, inputs: tuple) -> None:
@@ -155,18 +155,8 @@ class WandaImportance(tp.importance.Importance):
                 per_channel = x.transpose(0, 1).reshape(x.shape[1], -1).pow(2).sum(1)
             squares[module] = squares[module] + per_channel if module in squares else per_channel
 
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)]
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    model(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module, training in modes.items():
-                module.train(training)
+        run_hooked(model, calibration,
+                   [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)])
         return cls({m: s.sqrt() for m, s in squares.items()})
 
     def _layer_scores(self, layer: nn.Module, outputs: bool) -> torch.Tensor:

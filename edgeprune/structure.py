@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeprune._calibration import score_batches
+from edgeprune._calibration import run_hooked
 from edgeprune.errors import ConfigError, UnsupportedModelError
 
 
@@ -405,22 +405,6 @@ def _check_importance(importance: str, calibration: torch.Tensor | None, what: s
                           "data or use l2")
 
 
-def _run_hooked(model: nn.Module, calibration: torch.Tensor, hooks: list) -> None:
-    """Run up to `SCORE_SAMPLES` calibration inputs through `model` in eval mode without gradients, then remove
-    `hooks` and restore every module's training mode."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in score_batches(calibration):
-                model(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for module, training in modes.items():
-            module.train(training)
-
-
 def _record_inputs(model: nn.Module, layers: list[nn.Module], calibration: torch.Tensor,
                    reduce: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:  # fmt: skip
     """For each layer, the sum over calibration tokens of reduce(layer, its input) and the token count: the mean."""
@@ -434,7 +418,7 @@ def _record_inputs(model: nn.Module, layers: list[nn.Module], calibration: torch
         sums[id(module)] = sums[id(module)] + value if id(module) in sums else value
         counts[id(module)] = counts.get(id(module), 0) + x.shape[0]
 
-    _run_hooked(model, calibration, [layer.register_forward_pre_hook(hook) for layer in layers])
+    run_hooked(model, calibration, [layer.register_forward_pre_hook(hook) for layer in layers])
     missing = [layer for layer in layers if id(layer) not in sums]
     if missing:
         raise UnsupportedModelError(f"structure pruning: a layer ({type(missing[0]).__name__}) never ran on the "
@@ -491,7 +475,7 @@ def _block_changes(model: nn.Module, stacks: list[_Blocks], calibration: torch.T
         counts[id(module)] = counts.get(id(module), 0) + x.shape[0]
 
     hooks = [b.register_forward_hook(hook, with_kwargs=True) for s in stacks for b in s.container]
-    _run_hooked(model, calibration, hooks)
+    run_hooked(model, calibration, hooks)
     return [torch.tensor([sums.get(id(b), 0.0) / max(1, counts.get(id(b), 0)) for b in s.container]) for s in stacks]
 
 
