@@ -10,231 +10,25 @@ Where torch-pruning cannot trace the whole model at all (ShuffleNet's channel sh
 deeper Swins), each plain chain of layers (an nn.Sequential of convs / linears / norms / activations) is traced on
 its own and pruned in its private channels: every width but the chain's input and output.
 
-Importance criteria (`IMPORTANCE`, each built from the model and the calibration inputs): weight magnitude (l2, l1),
-BatchNorm scale, FPGM and random need no data; `taylor` (first-order Taylor, |w · dL/dw| summed per group, on a
-label-free loss) and `wanda` (|W| · ‖X‖: weights times their input channels' activation norms) score channels on up
-to `SCORE_SAMPLES` calibration inputs (`DATA_AWARE`). Scores always come from the dense model, before any channel
-is removed. Per-group ratios decide the channel counts, so the criterion changes which channels stay, not how many.
+Channels are ranked by an importance criterion (`criteria.IMPORTANCE`: magnitude, FPGM, and the data-aware taylor
+and wanda). Scores always come from the dense model, before any channel is removed. Per-group ratios decide the
+channel counts, so the criterion changes which channels stay, not how many.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Callable
 
 import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.nn import functional as F
-from torch_pruning.pruner import function as tp_function
 
 from edgeprune import structure
-from edgeprune._calibration import run_hooked, score_batches
+from edgeprune.criteria import DATA_AWARE, IMPORTANCE
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import ChannelGroup, Plan, PruneSummary
-
-_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
-
-
-
-def _score_batches(calibration: torch.Tensor | None, criterion: str) -> list[torch.Tensor]:
-    """The calibration batches `criterion` scores on; a ConfigError when there are none."""
-    if calibration is None or len(calibration) == 0:
-        raise ConfigError(f"importance '{criterion}' scores channels on calibration inputs and none were given; "
-                          "give data (--data) or use a data-free criterion such as l2")
-    return score_batches(calibration)
-
-
-def _mean_normalized(scores: torch.Tensor) -> torch.Tensor:
-    """`scores` over their mean (torch-pruning's default normalisation), left as they are when all are zero."""
-    mean = scores.mean()
-    return scores / mean if mean > 0 else scores
-
-
-def _label_free_loss(output: object) -> torch.Tensor:
-    """The loss Taylor importance differentiates, summed over the batch, with no labels needed.
-
-    A 2-D output (N, C >= 2) is read as class logits: the cross-entropy against the model's own top-1 (the dense
-    model's predictions, since scores are taken before pruning). Any other output (feature maps, regression values,
-    several tensors): 0.5 · ‖output‖² over every floating-point output tensor, whose gradient is the output itself,
-    so a channel scores by how much it moves the outputs.
-    """
-    if isinstance(output, torch.Tensor) and output.ndim == 2 and output.shape[1] >= 2:
-        return F.cross_entropy(output, output.detach().argmax(1), reduction="sum")
-    tensors = [t for t in _output_tensors(output) if t.is_floating_point()]
-    if not tensors:
-        raise UnsupportedModelError(f"importance 'taylor' needs a tensor output to differentiate; the model returned "
-                                    f"{type(output).__name__}: use l2")
-    return sum(0.5 * t.pow(2).sum() for t in tensors)
-
-
-def _output_tensors(output: object) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, dict):
-        return [t for v in output.values() for t in _output_tensors(v)]
-    if isinstance(output, (list, tuple)):
-        return [t for v in output for t in _output_tensors(v)]
-    return []
-
-
-def _clear_grads(model: nn.Module) -> None:
-    """Drop every parameter's gradient."""
-    for param in model.parameters():
-        param.grad = None
-
-
-def taylor_importance(model: nn.Module, calibration: torch.Tensor | None) -> tp.importance.Importance:
-    """torch-pruning's first-order Taylor importance (|w · dL/dw| summed over each channel's weights and over the
-    group), with dL/dw accumulated on `model`'s parameters here, from the mean `_label_free_loss` over up to
-    `SCORE_SAMPLES` calibration inputs (the model in eval mode). The gradients stay on the parameters for the
-    pruner to read; the caller clears them (`_clear_grads`) once it has pruned.
-    """
-    batches = _score_batches(calibration, "taylor")
-    total = sum(len(b) for b in batches)
-    params = list(model.parameters())
-    requires = [p.requires_grad for p in params]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    _clear_grads(model)
-    try:
-        for param in params:
-            param.requires_grad_(True)
-        with torch.enable_grad():
-            for batch in batches:
-                (_label_free_loss(model(batch)) / total).backward()
-        for param in params:  # a layer the forward pass never reached moves no output: zero gradient
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-    except BaseException:
-        _clear_grads(model)
-        raise
-    finally:
-        for param, flag in zip(params, requires):
-            param.requires_grad_(flag)
-        for module, training in modes.items():
-            module.train(training)
-    return tp.importance.GroupTaylorImportance(normalizer=_mean_normalized)
-
-
-class WandaImportance(tp.importance.Importance):
-    """Wanda-style structured importance: |W| weighted by the activation norm of each input channel.
-
-    `input_norms[layer][j]` is ‖X_j‖, the L2 norm of input channel j of a conv / linear layer over the calibration
-    inputs (for a conv, over every sample and spatial position; for a linear, over every leading position). An
-    output channel c of a layer scores Σ_j |W[c, j, …]| · ‖X_j‖; an input channel j of a layer (the layers a group's
-    channels feed) scores ‖X_j‖ · Σ_c |W[c, j, …]|. A group's score is the mean over its conv / linear layers of
-    these per-layer scores, over its mean (as torch-pruning's magnitude importance reduces and normalises).
-    Layers the forward pass never called as modules have no norms: they score zero.
-    """
-
-    _OUT = (
-        tp_function.prune_conv_out_channels,
-        tp_function.prune_depthwise_conv_out_channels,  # also prunes its input channels: one and the same
-        tp_function.prune_linear_out_channels,
-    )
-    _IN = (tp_function.prune_conv_in_channels, tp_function.prune_linear_in_channels)
-
-    def __init__(self, input_norms: dict[nn.Module, torch.Tensor]):
-        self.input_norms = input_norms
-
-    @classmethod
-    def calibrated(cls, model: nn.Module, calibration: torch.Tensor | None) -> "WandaImportance":
-        """The input-channel norms of every conv / linear layer of `model` over up to `SCORE_SAMPLES` calibration
-        inputs (the model in eval mode, no gradients)."""
-        _score_batches(calibration, "wanda")  # a ConfigError without calibration inputs
-        squares: dict[nn.Module, torch.Tensor] = {}
-
-        def record(module: nn.Module, inputs: tuple) -> None:
-            x = inputs[0].detach().float()
-            if isinstance(module, nn.Linear):
-                per_channel = x.reshape(-1, x.shape[-1]).pow(2).sum(0)
-            else:  # conv: (N, C, *spatial)
-                per_channel = x.transpose(0, 1).reshape(x.shape[1], -1).pow(2).sum(1)
-            squares[module] = squares[module] + per_channel if module in squares else per_channel
-
-        run_hooked(model, calibration,
-                   [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, _WEIGHTED)])
-        return cls({m: s.sqrt() for m, s in squares.items()})
-
-    def _layer_scores(self, layer: nn.Module, outputs: bool) -> torch.Tensor:
-        """One score per output channel (`outputs`) or per input channel of `layer`."""
-        weight = _abs_weight_matrix(layer)  # (out, in)
-        norms = self.input_norms.get(layer)
-        if norms is None or norms.numel() != weight.shape[1]:
-            norms = weight.new_zeros(weight.shape[1])
-        return weight @ norms if outputs else weight.sum(0) * norms
-
-    @torch.no_grad()
-    def __call__(self, group) -> torch.Tensor | None:
-        total = torch.zeros(len(group[0].idxs), dtype=torch.float32)
-        layers = 0
-        for item in group:
-            dep, idxs = item.dep, item.idxs
-            layer, handler = dep.target.module, dep.handler
-            root_idxs = item.root_idxs
-            if not isinstance(layer, _WEIGHTED) or not len(idxs) or any(r is None for r in root_idxs):
-                continue
-            if handler in self._OUT:
-                scores = self._layer_scores(layer, outputs=True)
-            elif handler in self._IN:
-                scores = self._layer_scores(layer, outputs=False)
-            else:
-                continue
-            picked = scores[torch.as_tensor(list(idxs), dtype=torch.long)].float()
-            total.scatter_add_(0, torch.as_tensor(list(root_idxs), dtype=torch.long), picked)
-            layers += 1
-        if layers == 0:
-            return None
-        return _mean_normalized(total / layers)
-
-
-def _abs_weight_matrix(layer: nn.Module) -> torch.Tensor:
-    """|W| of a conv / linear layer as an (out channels, in channels) matrix, a conv's kernel positions summed;
-    zero between channels of different groups of a grouped conv."""
-    w = layer.weight.detach().abs().float()
-    if isinstance(layer, nn.Linear):
-        return w
-    w = w.flatten(2).sum(2)
-    groups = layer.groups
-    if layer.transposed:  # (in, out / groups)
-        n_in, out_per_group = w.shape
-        in_per_group = n_in // groups
-        dense = w.new_zeros(out_per_group * groups, n_in)
-        rows = torch.arange(n_in).unsqueeze(1).expand(n_in, out_per_group)
-        cols = (rows // in_per_group) * out_per_group + torch.arange(out_per_group)
-        dense[cols, rows] = w
-        return dense
-    n_out, in_per_group = w.shape  # (out, in / groups)
-    if groups == 1:
-        return w
-    out_per_group = n_out // groups
-    dense = w.new_zeros(n_out, in_per_group * groups)
-    rows = torch.arange(n_out).unsqueeze(1).expand(n_out, in_per_group)
-    cols = (rows // out_per_group) * in_per_group + torch.arange(in_per_group)
-    dense[rows, cols] = w
-    return dense
-
-
-ImportanceFactory = Callable[[nn.Module, torch.Tensor | None], tp.importance.Importance]
-
-IMPORTANCE: dict[str, ImportanceFactory] = {
-    "l2": lambda model, calibration: tp.importance.GroupMagnitudeImportance(p=2),
-    "l1": lambda model, calibration: tp.importance.GroupMagnitudeImportance(p=1),
-    "bn-scale": lambda model, calibration: tp.importance.BNScaleImportance(),
-    "fpgm": lambda model, calibration: tp.importance.FPGMImportance(),
-    "random": lambda model, calibration: tp.importance.RandomImportance(),
-    "taylor": taylor_importance,
-    "wanda": WandaImportance.calibrated,
-}
-"""Criterion name -> the importance that ranks channels, built from the model about to be pruned and the
-calibration inputs (None where there are none; the criteria in `DATA_AWARE` then raise a ConfigError)."""
-
-DATA_AWARE = frozenset({"taylor", "wanda"})
-"""The criteria that score channels on calibration inputs (a forward pass, and for taylor a backward pass, of up
-to `SCORE_SAMPLES` inputs before pruning)."""
 
 
 def count_macs_params(model: nn.Module, example_input: torch.Tensor) -> tuple[int, int]:
@@ -456,10 +250,7 @@ def _remove_channels(
     # scored once on the whole dense model: the chain fallback below ranks each chain's channels by the same
     # scores (its layers' own inputs and the whole model's loss), so both paths read the data alike
     importance = IMPORTANCE[plan.importance](model, calibration)
-    try:
-        _prune_with(model, example_input, plan, ratio_dict, importance)
-    finally:
-        _clear_grads(model)  # taylor's gradients (pruned along with the weights) are no part of the result
+    _prune_with(model, example_input, plan, ratio_dict, importance)
     _sync_cached_widths(model)
     try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
         with torch.no_grad():

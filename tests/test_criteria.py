@@ -101,18 +101,25 @@ def test_wanda_scores_are_weight_magnitudes_times_input_channel_norms():
     torch.testing.assert_close(scores, expected / expected.mean())
 
 
-def test_taylor_scores_use_half_the_squared_output_norm_for_outputs_that_are_not_logits():
-    # the output is a (N, 2, H, W) map, not class logits: the loss is 0.5 * ||output||^2 (mean over samples)
+def test_taylor_scores_sum_per_sample_squares_of_each_channels_first_order_loss_change():
+    # the output is a (N, 2, H, W) map, not class logits: each sample's loss is 0.5 * ||output||^2; a channel of
+    # the first conv's group removes the conv's row and bias, the BatchNorm's scale and shift and the second conv's
+    # column, and its per-sample first-order loss change is the sum of w * dL/dw over all of them
     model = _conv_pair()
-    calib = torch.randn(40, 3, 5, 5, generator=torch.Generator().manual_seed(2))  # three batches of <= 16
+    calib = torch.randn(40, 3, 5, 5, generator=torch.Generator().manual_seed(2))
     reference = copy.deepcopy(model)
     scores = IMPORTANCE["taylor"](model, calib)(_first_conv_group(model, calib[:1]))
-    (0.5 * reference(calib).pow(2).sum() / len(calib)).backward()
-    first, last = reference[0].weight, reference[3].weight
-    out_score = (first * first.grad).abs().sum((1, 2, 3))
-    in_score = (last * last.grad).abs().sum((0, 2, 3))
-    expected = (out_score + in_score) / 2
-    torch.testing.assert_close(scores, (expected / expected.mean()).detach(), rtol=1e-4, atol=1e-6)
+    expected = torch.zeros(4)
+    for sample in calib:
+        reference.zero_grad()
+        (0.5 * reference(sample.unsqueeze(0)).pow(2).sum()).backward()
+        conv, norm, last = reference[0], reference[1], reference[3]
+        change = ((conv.weight * conv.weight.grad).sum((1, 2, 3)) + conv.bias * conv.bias.grad
+                  + norm.weight * norm.weight.grad + norm.bias * norm.bias.grad
+                  + (last.weight * last.weight.grad).sum((0, 2, 3)))
+        expected += change.detach().pow(2)
+    torch.testing.assert_close(scores, expected / expected.mean(), rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in model.parameters()), "scoring leaves no gradient on the model"
 
 
 class _TinyCNN(nn.Module):
