@@ -50,6 +50,8 @@ class FixedPlan:
     """Share of transformer MLP hidden neurons kept."""
     keep_blocks: int | None = None
     """Encoder blocks kept per stack (None: all)."""
+    prune_steps: int = 1
+    """Steps the channels are removed in, with a brief fine-tune between them (1: one-shot; `edgeprune.schedule`)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,7 @@ def build(
         head_keep_ratio=fixed.keep_heads if fixed else 1.0,
         mlp_keep_ratio=fixed.keep_mlp if fixed else 1.0,
         keep_blocks=fixed.keep_blocks if fixed else None,
+        prune_steps=fixed.prune_steps if fixed else 1,
         importance=fixed.importance if fixed else "l2",
         finetune_epochs=fixed.finetune_epochs if fixed else (plan.finetune_epochs if plan else 10),
         threads=fixed.threads if fixed else (plan.threads if plan else None),
@@ -252,6 +255,7 @@ def apply(
         head_keep_ratio=recipe.plan.head_keep_ratio,
         mlp_keep_ratio=recipe.plan.mlp_keep_ratio,
         keep_blocks=recipe.plan.keep_blocks,
+        prune_steps=recipe.plan.prune_steps,
         expected_channels=recipe.channels,
         importance=recipe.plan.importance,
         round_to=recipe.plan.round_to,

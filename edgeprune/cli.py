@@ -108,6 +108,9 @@ def _add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank-epochs", type=int, default=3,
                    help="brief fine-tune epochs of each top candidate while ranking them (default 3); the chosen "
                         "plan then gets --finetune-epochs")
+    p.add_argument("--iterative-steps", type=int, default=3,
+                   help="when the chosen plan removes over half the MACs, also fine-tune it pruned in this many "
+                        "steps and keep whichever schedule scores higher on validation (default 3; 1: one-shot only)")
 
 
 BLOCKS_HELP = ("measurement blocks of --runs each, a short pause apart; latency p50/p90 are the blocks' medians "
@@ -172,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="fixed plan, transformer encoders: share of MLP hidden neurons kept")
     build.add_argument("--keep-blocks", type=int, default=None,
                        help="fixed plan, transformer encoders: encoder blocks kept per stack")
+    build.add_argument("--prune-steps", type=int, default=1,
+                       help="fixed plan: remove the channels in this many steps with a brief fine-tune between them "
+                            "(iterative pruning; default 1, one-shot)")
     _add_budget_options(build)
     _add_plan_options(build)
     _add_measure_options(build)
@@ -362,6 +368,7 @@ def _plan_settings(args: argparse.Namespace):
         time_budget_s=args.time_budget,
         finetune_epochs=args.finetune_epochs,
         rank_epochs=args.rank_epochs,
+        iterative_steps=args.iterative_steps,
         seed=args.seed,
         executor=args.executor,
         workers=args.workers,
@@ -443,7 +450,8 @@ def _cmd_build(args: argparse.Namespace, out: Console) -> int:
         plan = edgeprune.FixedPlan(prune=args.prune or 0.0, quant=args.quant or "fp32", importance=args.importance or "l2",
                                    round_to=args.round_to, finetune_epochs=args.finetune_epochs, threads=args.threads,
                                    keep_heads=1.0 if args.keep_heads is None else args.keep_heads,
-                                   keep_mlp=1.0 if args.keep_mlp is None else args.keep_mlp, keep_blocks=args.keep_blocks)
+                                   keep_mlp=1.0 if args.keep_mlp is None else args.keep_mlp, keep_blocks=args.keep_blocks,
+                                   prune_steps=args.prune_steps)
     result = edgeprune.build(args.model, args.data, devices=args.devices or ["host"], targets=args.targets or (),
                              plan=plan, resume=args.resume, **_budget_keywords(args), **_common(args))
     return _show(args, out, result)

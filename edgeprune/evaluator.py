@@ -32,8 +32,9 @@ from edgeprune.planner.planner import Planner
 from edgeprune.planner.results import Tuned
 from edgeprune.planner.settings import PlanSettings
 from edgeprune.profiles import Budget
-from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, prune, pruned_architecture, recalibrate_bn
-from edgeprune.recover import RecoveryConfig, RecoverySummary, recover
+from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, pruned_architecture, recalibrate_bn
+from edgeprune.recover import RecoveryConfig, RecoverySummary
+from edgeprune.schedule import prune_and_recover
 from edgeprune.scoring import score_outputs
 from edgeprune.shifts import shifted
 from edgeprune.types import SINGLE_OUTPUT_KEY, ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
@@ -179,14 +180,13 @@ def _tune_pruned(job: _TuneJob, item: tuple[Plan, int]) -> tuple[dict[str, torch
 
 
 def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int, threads: int | None = None) -> Tuned:
-    """`plan` pruned (BatchNorm re-estimated), fine-tuned `epochs` by `recover.recover` (what `apply` replays) and
-    scored on the validation split; the unpruned model itself for a plan that prunes nothing."""
-    model, summary = prune(job.module, job.example, job.calib, plan)
-    recovery = None
-    if not plan.layer_keep_ratios:
+    """`plan` pruned (BatchNorm re-estimated) and fine-tuned `epochs` by `schedule.prune_and_recover` (what `apply`
+    replays), scored on the validation split; the unpruned model itself for a plan that prunes nothing."""
+    prunes = bool(plan.layer_keep_ratios)
+    model, summary, recovery = prune_and_recover(job.module, job.example, job.calib, plan, job.dataset,
+                                                 epochs if prunes else 0, job.seed, threads=threads)
+    if not prunes:
         model = job.module
-    else:
-        recovery = recover(model, job.module, job.dataset, epochs, job.seed, threads=threads)
     return Tuned(model, job.score(model, job.val_x, job.val_y), summary, recovery,
                  job.score.per_class(model, job.val_x, job.val_y, job.labelled), _shift_accuracy(job, model))
 

@@ -41,11 +41,12 @@ from edgeprune.evaluator import check_criteria, planner_for
 from edgeprune.planner.journal import Journal
 from edgeprune.planner.settings import PlanSettings
 from edgeprune.planner.recipe import make_recipe, write_plan_yaml
-from edgeprune.prune import as_tensor, prune
+from edgeprune.prune import as_tensor
 from edgeprune.recover import RecoverySummary
 from edgeprune.report import write_report
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
+from edgeprune.schedule import prune_and_recover, step_epochs
 from edgeprune.scoring import MetricArg, metric_quality, resolve_metric, score_outputs
 from edgeprune.shifts import shifted
 from edgeprune.target_specs import recorded_distributions
@@ -104,6 +105,8 @@ class BuildRequest:
     """A fixed plan's share of transformer MLP hidden neurons kept."""
     keep_blocks: int | None = None
     """A fixed plan's encoder blocks kept per stack (None: all)."""
+    prune_steps: int = 1
+    """A fixed plan's pruning steps (> 1: iterative, a brief fine-tune between steps; `edgeprune.schedule`)."""
 
     @property
     def prunes(self) -> bool:
@@ -211,6 +214,8 @@ def _validate(request: BuildRequest) -> tuple[list[DeviceProfile], dict[str, tup
         check_criteria(request.plan_settings.importances)
     if not 0.0 <= request.prune < 1.0:
         raise ConfigError(f"--prune {request.prune} is out of range; give the fraction of channels to remove, in [0, 1)")
+    if request.prune_steps < 1:
+        raise ConfigError(f"--prune-steps {request.prune_steps} must be at least 1 (1 prunes in one shot)")
     if request.runs < 1 or request.warmup < 0 or request.blocks < 1:
         raise ConfigError(f"--runs {request.runs} / --warmup {request.warmup} / --blocks {request.blocks}: need "
                           "runs >= 1, warmup >= 0 and blocks >= 1")
@@ -270,21 +275,6 @@ def _outputs(fn: Any, x: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndar
     return run_rows(fn, x, keys)
 
 
-def _recover(
-    pruned: torch.nn.Module, spec: ModelSpec, dataset: Dataset, request: BuildRequest, steps: Steps
-) -> RecoverySummary | None:
-    """Distillation fine-tune of the pruned model when there is something to recover: `recover.recover`, the same
-    that the planner runs, so `apply` of a plan reproduces the planner's weights."""
-    from edgeprune.recover import recover
-
-    if not request.prunes or request.finetune_epochs == 0:
-        return None
-    epochs = request.finetune_epochs
-    with steps.step(f"Recovering accuracy ({epochs} epochs of distillation)", total=epochs) as update:
-        return recover(pruned, spec.module, dataset, epochs, request.seed, progress=update,
-                       threads=request.finetune_threads)
-
-
 @dataclass
 class _Assignment:
     """What one device gets: a (pruned, recovered) model, its plan and the targets to export it to."""
@@ -326,20 +316,27 @@ def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps:
         head_keep_ratio=request.head_keep_ratio,
         mlp_keep_ratio=request.mlp_keep_ratio,
         keep_blocks=request.keep_blocks,
+        prune_steps=request.prune_steps,
     )
     label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
+    epochs = request.finetune_epochs if request.prunes else 0
+    if plan.prune_steps > 1:
+        label += f", in {plan.prune_steps} steps with {step_epochs(epochs, plan.prune_steps)}-epoch fine-tunes between"
     # prune (BatchNorm re-estimated) and fine-tune on the threads the planner's own fine-tunes use, so that a
     # replayed plan gives its weights bit for bit
     with torch_threads(request.finetune_threads or usable_cores()):
-        with steps.step(f"Pruning ({label})"):
-            pruned, summary = prune(spec.module, torch.zeros(spec.input_shape), as_tensor(dataset.calib_x), plan)
+        recovering = f" and recovering accuracy ({epochs} epochs of distillation)" if epochs else ""
+        with steps.step(f"Pruning ({label}){recovering}", total=max(1, epochs)) as update:
+            pruned, summary, recovery = prune_and_recover(
+                spec.module, torch.zeros(spec.input_shape), as_tensor(dataset.calib_x), plan, dataset, epochs,
+                request.seed, threads=request.finetune_threads, progress=update)
         if request.expected_channels is not None and summary.channels != request.expected_channels:
             diff = sorted(set(summary.channels.items()) ^ set(request.expected_channels.items()))
             raise ConfigError(
                 f"the plan replays to a different architecture (first difference: module '{diff[0][0]}'); "
                 "was the plan made with other weights or another edgeprune version? Plan again with 'edgeprune plan'"
             )
-        return pruned, plan, summary, _recover(pruned, spec, dataset, request, steps)
+        return pruned, plan, summary, recovery
 
 
 class _Exports:

@@ -12,13 +12,16 @@ its own and pruned in its private channels: every width but the chain's input an
 
 Channels are ranked by an importance criterion (`criteria.IMPORTANCE`: magnitude, FPGM, and the data-aware taylor
 and wanda). Scores always come from the dense model, before any channel is removed. Per-group ratios decide the
-channel counts, so the criterion changes which channels stay, not how many.
+channel counts, so the criterion changes which channels stay, not how many. A plan with `prune_steps` > 1 removes
+the channels in that many equal steps (torch-pruning's iterative schedule, towards the same widths), with a hook
+between steps where `schedule.prune_and_recover` fine-tunes.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import torch
@@ -219,6 +222,8 @@ def _check_plan(plan: Plan) -> None:
             raise ConfigError(f"share of {name} kept {ratio} is out of range; give a fraction in (0, 1]")
     if plan.keep_blocks is not None and plan.keep_blocks < 1:
         raise ConfigError(f"blocks kept {plan.keep_blocks} must be at least 1")
+    if plan.prune_steps < 1:
+        raise ConfigError(f"prune steps {plan.prune_steps} must be at least 1 (1 prunes in one shot)")
 
 
 def _restructured(model: nn.Module, example_input: torch.Tensor | None, plan: Plan,
@@ -234,58 +239,67 @@ def _restructured(model: nn.Module, example_input: torch.Tensor | None, plan: Pl
                                      calibration=calibration, importance=importance, round_to=plan.round_to)
 
 
+StepHook = Callable[[nn.Module, int], None]
+"""Called with the model after each pruning step but the last (and the step's number, from 1): an iterative
+schedule fine-tunes there."""
+
+
 def _remove_channels(
-    model: nn.Module, example_input: torch.Tensor, plan: Plan, calibration: torch.Tensor | None
-) -> bool:
+    model: nn.Module, example_input: torch.Tensor, plan: Plan, calibration: torch.Tensor | None,
+    after_step: StepHook | None = None,
+) -> int:
     """Prune `model` in place following `plan`, channels ranked by `plan.importance` (scored on `calibration` for
-    the data-aware criteria, on the dense model); False when the plan keeps every channel."""
+    the data-aware criteria: on the dense model, and again before each later step of an iterative plan); the
+    number of steps the channels went in (0 when the plan keeps every channel)."""
     by_name = dict(model.named_modules())
     unknown = sorted(set(plan.layer_keep_ratios) - set(by_name))
     if unknown:
         raise ConfigError(f"per-layer keep ratio names module '{unknown[0]}', which the model does not have")
     ratio_dict = {by_name[name]: 1.0 - keep for name, keep in plan.layer_keep_ratios.items()}
     if plan.keep_ratio >= 1.0 and not ratio_dict:
-        return False
+        return 0
     torch.manual_seed(plan.seed)
     # scored once on the whole dense model: the chain fallback below ranks each chain's channels by the same
     # scores (its layers' own inputs and the whole model's loss), so both paths read the data alike
     importance = IMPORTANCE[plan.importance](model, calibration)
-    _prune_with(model, example_input, plan, ratio_dict, importance)
-    _sync_cached_widths(model)
-    try:  # a width the model keeps outside its layers (an attribute used in forward) breaks it only now
-        with torch.no_grad():
-            model(example_input)
-    except Exception as exc:
-        raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
-    return True
-
-
-def _prune_with(
-    model: nn.Module,
-    example_input: torch.Tensor,
-    plan: Plan,
-    ratio_dict: dict[nn.Module, float],
-    importance: tp.importance.Importance,
-) -> None:
-    """Prune `model` in place as a whole, or chain by chain where torch-pruning cannot trace it whole."""
     try:
         with torch.enable_grad():  # torch-pruning traces the dependency graph through autograd
             pruner = _pruner(model, example_input, plan, ratio_dict, importance)
     except UnsupportedModelError:
         raise
-    except Exception as whole:  # torch-pruning cannot trace the whole model: prune its chains one by one
+    except Exception as whole:  # torch-pruning cannot trace the whole model: prune its chains one by one, at once
         try:
             pruned = _remove_chain_channels(model, example_input, plan, ratio_dict, importance)
         except Exception as exc:
             raise UnsupportedModelError(_prune_failure(model, exc)) from exc
         if not pruned:
             raise UnsupportedModelError(_prune_failure(model, whole)) from whole
-    else:
+        _checked_widths(model, example_input)
+        return 1
+    for step in range(1, plan.prune_steps + 1):
+        if step > 1:
+            if after_step is not None:
+                after_step(model, step - 1)
+            if plan.importance in DATA_AWARE:  # rank what is left by the data as the fine-tuned model sees it
+                pruner.importance = IMPORTANCE[plan.importance](model, calibration)
         try:
             with torch.enable_grad():
                 pruner.step()
         except Exception as exc:  # torch-pruning traced the model but cannot remove a group's channels
             raise UnsupportedModelError(_prune_failure(model, exc)) from exc
+        _checked_widths(model, example_input)
+    return plan.prune_steps
+
+
+def _checked_widths(model: nn.Module, example_input: torch.Tensor) -> None:
+    """Widths the model keeps outside its layers brought in line; a width used in forward that is still off breaks
+    the model only now: an UnsupportedModelError naming where."""
+    _sync_cached_widths(model)
+    try:
+        with torch.no_grad():
+            model(example_input)
+    except Exception as exc:
+        raise UnsupportedModelError(_prune_failure(model, exc, after=True)) from exc
 
 
 def _pruner(
@@ -305,6 +319,7 @@ def _pruner(
         ignored_layers=_ignored_layers(model),
         round_to=plan.round_to,
         num_heads=_attention_heads(model),
+        iterative_steps=plan.prune_steps,
     )
 
 
@@ -346,6 +361,7 @@ def pruned_architecture(
     where the weights matter (a sensitivity score).
     """
     _check_plan(plan)
+    plan = dataclasses.replace(plan, prune_steps=1)  # the widths are a one-shot plan's, in a fraction of the time
     if calibration is None and plan.importance in DATA_AWARE:
         plan = dataclasses.replace(plan, importance="l2")
     pruned, _ = _restructured(copy.deepcopy(model).eval(), example_input, plan, calibration)
@@ -358,16 +374,28 @@ def prune(
     example_input: torch.Tensor,
     calibration: torch.Tensor,
     plan: Plan,
+    between_steps: StepHook | None = None,
 ) -> tuple[nn.Module, PruneSummary]:
     """A pruned copy of `model` following `plan` (global `keep_ratio`, per-layer `layer_keep_ratios`), BatchNorm
-    re-estimated on `calibration`, which also scores the channels for the data-aware criteria."""
+    re-estimated on `calibration`, which also scores the channels for the data-aware criteria. An iterative plan
+    (`prune_steps` > 1) removes the channels in equal steps towards the same widths as one-shot, BatchNorm
+    re-estimated after each and `between_steps` called between them."""
     _check_plan(plan)
     model = copy.deepcopy(model).eval()
     macs_before, params_before = count_macs_params(model, example_input)
     widths_before = layer_widths(model)
     model, removed = _restructured(model, example_input, plan, calibration)
+
+    def after_step(pruned: nn.Module, step: int) -> None:
+        recalibrate_bn(pruned, calibration)
+        pruned.eval()
+        if between_steps is not None:
+            between_steps(pruned, step)
+            pruned.eval()
+
     batches = 0
-    if _remove_channels(model, example_input, plan, calibration):
+    steps = _remove_channels(model, example_input, plan, calibration, after_step)
+    if steps:
         batches = recalibrate_bn(model, calibration)
         model.eval()
 
@@ -386,6 +414,7 @@ def prune(
         channels=changed,
         bn_recalibrated_batches=batches,
         structure=removed,
+        prune_steps=max(1, steps),
     )
     return model, summary
 

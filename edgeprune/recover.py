@@ -56,9 +56,17 @@ class RecoverySummary:
     seconds: float
     final_loss: float
     data: str = "train split with labels"
+    between_steps: int = 0
+    """Brief fine-tunes between the steps of an iterative pruning schedule (0: one-shot); `seconds` includes them."""
+    step_epochs: int = 0
+    """Epochs of each of those brief fine-tunes."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"method": "fine-tune with knowledge distillation from the unpruned model"}
+        method = "fine-tune with knowledge distillation from the unpruned model"
+        if self.between_steps:
+            method += (f", after {self.between_steps} brief fine-tune(s) of {self.step_epochs} epoch(s) between "
+                       "the steps of an iterative pruning schedule")
+        return asdict(self) | {"method": method}
 
 
 def distill(

@@ -124,7 +124,8 @@ class Plan:
     `keep_ratio` is the global share of prunable channels kept (1.0 = no pruning);
     `layer_keep_ratios` overrides it per module name. A transformer encoder's structure (`edgeprune.structure`)
     shrinks first: `head_keep_ratio` of the attention heads, `mlp_keep_ratio` of the MLP hidden neurons, and
-    `keep_blocks` encoder blocks per stack (None: all).
+    `keep_blocks` encoder blocks per stack (None: all). `prune_steps` > 1 prunes iteratively: the channels go in that
+    many equal steps with a brief fine-tune between them (`edgeprune.schedule`); 1 is one-shot.
     """
 
     target: str = "executorch"
@@ -138,6 +139,7 @@ class Plan:
     head_keep_ratio: float = 1.0
     mlp_keep_ratio: float = 1.0
     keep_blocks: int | None = None
+    prune_steps: int = 1
 
     @property
     def restructures(self) -> bool:
@@ -178,6 +180,9 @@ class PruneSummary:
     bn_recalibrated_batches: int
     structure: dict[str, Any] = field(default_factory=dict)
     """What `edgeprune.structure` removed from a transformer encoder (blocks, heads, MLP widths); empty if nothing."""
+    prune_steps: int = 1
+    """Steps the channels were removed in (1: one-shot; a model torch-pruning traces only chain by chain is always
+    pruned in one step)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

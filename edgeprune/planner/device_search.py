@@ -2,7 +2,8 @@
 
 The chosen plan is exported and measured on the device's runner at its thread count (when one can measure it), in
 blocks; the upper end of its latency's 95% interval must meet the budget with a little headroom. A miss is fed back
-into the correction and the plan re-chosen, `max_rounds` times. A thread count whose unpruned model measured no
+into the correction and the plan re-chosen, `max_rounds` times. A round measures the pruned architecture (latency,
+size and memory do not depend on the weights), so only the plan finally returned is fine-tuned in full. A thread count whose unpruned model measured no
 faster than with fewer threads is left out of the search. At equal accuracy the fewest threads win (cores left to
 the app).
 
@@ -39,7 +40,8 @@ EXTRA_ROUNDS = 2
 """Rounds added when the rounds ran out but a measured plan of the space fits the budget (the correction then knows
 the space's fastest plans, so a re-plan lands closer)."""
 
-Accepted = tuple[Candidate, Costs, Tuned, "Measurement | None"]
+Accepted = tuple[Candidate, Costs, "Measurement | None"]
+"""A plan that met the budgets: the candidate, its predicted costs and its measurement (None: not measured)."""
 
 
 class DeviceSearch:
@@ -165,21 +167,21 @@ class DeviceSearch:
             predicted = self.costs(cand)
             if accepted is not None and cand == accepted[0]:
                 break  # the re-plan came back to the plan already measured within budget
-            tuned, seconds = self.planner.final(space, cand)
-            final_s += seconds
             if not self.counts:
-                accepted = (cand, predicted, tuned, None)
+                accepted = (cand, predicted, None)
                 self.round(round_no, cand, costs_dict(predicted), {}, False,
                            f"not measured: measurements on {self.where} do not count for {self.profile.name}")
                 break
-            got, measurement = self.measure(cand, tuned.model, "tuned",
+            # latency, size and memory depend on the architecture, not the weights: the round measures the pruned
+            # architecture, and only the plan finally accepted is fine-tuned in full (`_result`)
+            got, measurement = self.measure(cand, self.planner.timing_model(space, cand.keep), "timing",
                                             f"Round {round_no}: measuring {cand.label()} on {self.where}")
             met = limits.met_measured(got, headroom=s.margin / 2)
             denser = met and s.objective == "accuracy" and self._loose(got)
             if met:
-                accepted = (cand, predicted, tuned, measurement)
-            elif limits.met_measured(got) and (near is None or tuned.accuracy > near[2].accuracy):
-                near = (cand, predicted, tuned, measurement)
+                accepted = (cand, predicted, measurement)
+            elif limits.met_measured(got) and (near is None or self._accuracy(cand) > self._accuracy(near[0])):
+                near = (cand, predicted, measurement)
             action = ("met with room to spare: re-planning for a denser plan" if denser and round_no < last_round
                       else "accepted" if met else
                       f"within budget but inside the {s.margin / 2:.1%} headroom: kept as a fallback, re-planning"
@@ -194,8 +196,7 @@ class DeviceSearch:
         if accepted is None and near is None and self.counts:
             if not proved:
                 self._prove(round_no)
-            near, seconds = self._fallback()
-            final_s += seconds
+            near = self._fallback()
         if accepted is None and near is not None:
             accepted = near
             got = self.measured.get(near[0], {})
@@ -214,7 +215,9 @@ class DeviceSearch:
         return self._result(accepted, usable, len(visits), final_s, sens)
 
     def _result(self, accepted: Accepted, usable: list[Visit], visited: int, final_s: float, sens) -> DevicePlan:
-        cand, predicted, tuned, measurement = accepted
+        cand, predicted, measurement = accepted
+        tuned, seconds = self.planner.best_schedule(self.space, cand)  # full fine-tune, one-shot or iterative
+        final_s += seconds
         score = self.planner.evaluator.score
         drop = score.drop_scale * (self.planner.dense_accuracy - tuned.accuracy)
         max_drop = score.max_drop(self.profile.budget)
@@ -323,18 +326,17 @@ class DeviceSearch:
                                "the most aggressive plan of the space, measured before any verdict")
         return any(self.limits.met_measured(got) for got in self.measured.values())
 
-    def _fallback(self) -> tuple[Accepted | None, float]:
-        """The plan to return when the rounds ran out but some measured plan fits, and the seconds its fine-tune
-        took: of those plans, the densest (the least pruned), fine-tuned in full. Failing that, a plan whose p50
+    def _fallback(self) -> Accepted | None:
+        """The plan to return when the rounds ran out but some measured plan fits: of those plans, the densest (the
+        least pruned). Failing that, a plan whose p50
         estimate fits though its interval reaches over the budget (timings that swing): not proven over the budget,
         so not infeasible; it is returned with its verdict marked within noise."""
         fits = ([c for c, got in self.measured.items() if self.limits.met_measured(got)]
                 or [c for c, got in self.measured.items() if self.limits.met_measured(at_point(got))])
         if not fits:
-            return None, 0.0
+            return None
         cand = max(fits, key=lambda c: (sum(c.keep), -c.threads, -self.measured[c]["latency_ms"]))
-        tuned, seconds = self.planner.final(self.space, cand)
-        return (cand, self.costs(cand), tuned, None), seconds
+        return cand, self.costs(cand), None
 
     # ------------------------------------------------------------------------------------------ tiers 1-3
     def _search(self) -> list[Visit]:
@@ -462,6 +464,11 @@ class DeviceSearch:
         if found is None:  # the accuracy check after the full fine-tune reports the binding budget
             return options[-1].candidate
         return found
+
+    def _accuracy(self, cand: Candidate) -> float:
+        """The validation accuracy known for `cand`'s pruned model: its full fine-tune when done, else its brief one."""
+        full = self.planner.fully_tuned(cand.prune_key)
+        return (full or self.planner.tuned(self.space, cand.prune_key, brief=True)).accuracy
 
     def _tune_logged(self, v: Visit) -> Tuned:
         epochs, cache = self.planner.fine_tune_cache(brief=True)

@@ -15,7 +15,8 @@ for the build's report. Fidelity tiers, cheapest first:
    fine-tuned in full (`finetune_epochs`, the same recovery `edgeprune apply` replays). Fine-tuned models are
    cached by (keep ratios, criterion), so devices, schemes and thread counts share them;
 4. measurement: the chosen plan is exported and measured on the device's runner (`DeviceSearch`), and the loop
-   closes there.
+   closes there. An accepted plan that keeps under half the dense MACs is also fine-tuned pruned iteratively
+   (`iterative_steps`; same widths, so the same costs), and the schedule that scores higher is kept.
 
 The planner prunes, trains and measures nothing itself: an evaluator (`collaborators.Evaluator`) and a measurer
 (`collaborators.MeasureFn`) are handed in. What they compute is written to a `Journal` when one is given, and read
@@ -24,6 +25,7 @@ back from it on `--resume`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -44,6 +46,9 @@ from edgeprune.types import Measurement, Plan
 PruneKey = tuple[tuple[float, ...], str]
 """(keep ratios, importance criterion): what decides a pruned model's weights."""
 
+ITERATIVE_BELOW_MACS = 0.5
+"""A chosen plan keeping less than this share of the dense MACs is also tried with an iterative pruning schedule."""
+
 
 class Planner:
     """Plans for one model and data set; shared by every device of a fleet (sensitivity, traces and fine-tuned
@@ -62,6 +67,7 @@ class Planner:
         self._nodes: dict[tuple[float, ...], list] = {}
         self._tuned: dict[PruneKey, Tuned] = {}
         self._ranked: dict[PruneKey, Tuned] = {}  # briefly fine-tuned (rank_epochs < finetune_epochs)
+        self._schedules_tried: set[PruneKey] = set()
         self._sensitivity: dict[str, Sensitivity] = {}
         self._timing_models: dict[tuple[float, ...], torch.nn.Module] = {}
 
@@ -192,6 +198,43 @@ class Planner:
         with self.steps.step(f"Fine-tuning the chosen plan {cand.label()} ({self.settings.finetune_epochs} epochs)"):
             tuned = self.tuned(space, cand.prune_key)
         return tuned, time.perf_counter() - start
+
+    def best_schedule(self, space: SearchSpace, cand: Candidate) -> tuple[Tuned, float]:
+        """The accepted candidate's final fine-tune with the better of the one-shot and the iterative schedule
+        (`_scheduled`; the widths, and so the costs, are the same), and the seconds the comparison took."""
+        key = cand.prune_key
+        if key in self._schedules_tried:
+            return self._tuned[key], 0.0
+        start = time.perf_counter()
+        one_shot, _ = self.final(space, cand)
+        self._schedules_tried.add(key)
+        self._tuned[key] = self._scheduled(space, key, one_shot)
+        return self._tuned[key], time.perf_counter() - start
+
+    def _scheduled(self, space: SearchSpace, key: PruneKey, one_shot: Tuned) -> Tuned:
+        """`one_shot`, or the same plan pruned in `iterative_steps` steps when that scores higher on validation;
+        tried only where the plan removes over half the MACs (below that, one-shot loses little). Journalled."""
+        steps, summary = self.settings.iterative_steps, one_shot.summary
+        if (steps < 2 or not summary.macs_before or summary.prune_steps != 1
+                or summary.macs_after > ITERATIVE_BELOW_MACS * summary.macs_before):
+            return one_shot
+        plan = dataclasses.replace(self.plan_of(space, *key), prune_steps=steps)
+        epochs = self.settings.finetune_epochs
+        journal_key = [list(key[0]), key[1], epochs, "prune_steps", steps]
+        record = self.journal.get_weights("tuned", journal_key) if self.journal else None
+        if record is not None:
+            stepped = self.evaluator.tuned_from_record(plan, *record)
+        else:
+            kept = summary.macs_after / summary.macs_before
+            with self.steps.step(f"Fine-tuning it pruned in {steps} steps instead (it keeps {kept:.0%} of the MACs)"):
+                stepped = self.evaluator.tune(plan, epochs)
+            if self.journal is not None:
+                self.journal.put_weights("tuned", journal_key, *self.evaluator.tuned_record(stepped))
+        if stepped.summary.prune_steps == 1:  # pruned chain by chain: iterative pruning does not apply
+            return one_shot
+        scores = {"one-shot": one_shot.accuracy, f"iterative-{steps}": stepped.accuracy}
+        better = stepped if stepped.accuracy > one_shot.accuracy else one_shot
+        return dataclasses.replace(better, schedules=scores)
 
     def fully_tuned(self, key: PruneKey) -> Tuned | None:
         return self._tuned.get(key)

@@ -1,8 +1,8 @@
 """plan.yaml: a chosen plan as a versioned recipe that `edgeprune apply` replays on a fresh copy of the model.
 
-It records the per-module keep ratios, scheme, target, importance, rounding and seed (what decides the artifact),
-the channel counts the pruning gave (checked on replay), the recovery settings, and the predicted and measured
-costs for reference.
+It records the per-module keep ratios, scheme, target, importance, rounding, seed and pruning schedule (what decides
+the artifact), the channel counts the pruning gave (checked on replay), the recovery settings, and the predicted
+and measured costs for reference.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def make_recipe(
             "layer_keep_ratios": {k: float(v) for k, v in sorted(plan.layer_keep_ratios.items())},
             **({"head_keep_ratio": plan.head_keep_ratio, "mlp_keep_ratio": plan.mlp_keep_ratio,
                 "keep_blocks": plan.keep_blocks} if plan.restructures else {}),
+            **({"prune_steps": plan.prune_steps} if plan.prune_steps > 1 else {}),
         },
         "channels": {k: [int(a), int(b)] for k, (a, b) in sorted(channels.items())},
         "recovery": _plain(recovery),
@@ -104,6 +105,7 @@ def read_plan_yaml(path: Path) -> Recipe:
             threads=int(p.get("threads", 1)), seed=int(p.get("seed", 0)),
             head_keep_ratio=float(p.get("head_keep_ratio", 1.0)), mlp_keep_ratio=float(p.get("mlp_keep_ratio", 1.0)),
             keep_blocks=None if p.get("keep_blocks") is None else int(p["keep_blocks"]),
+            prune_steps=int(p.get("prune_steps", 1)),
         )
         channels = {str(k): (int(v[0]), int(v[1])) for k, v in (data.get("channels") or {}).items()}
         recovery = data.get("recovery") or {}
@@ -112,9 +114,9 @@ def read_plan_yaml(path: Path) -> Recipe:
         threads = None if threads is None else int(threads)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise ConfigError(f"plan '{path}': malformed plan section ({type(exc).__name__}: {exc})") from None
-    if (plan.threads < 1 or plan.round_to < 1 or any(a < 1 or b < 1 for a, b in channels.values())
+    if (plan.threads < 1 or plan.round_to < 1 or plan.prune_steps < 1 or any(a < 1 or b < 1 for a, b in channels.values())
             or (threads is not None and threads < 1)):
-        raise ConfigError(f"plan '{path}': threads, round_to and channel counts must be >= 1")
+        raise ConfigError(f"plan '{path}': threads, round_to, prune_steps and channel counts must be >= 1")
     if plan.target not in TARGETS or plan.scheme not in SCHEMES:
         raise ConfigError(f"plan '{path}': target '{plan.target}' / scheme '{plan.scheme}' unknown")
     bad = [k for k, v in ratios.items() if not 0.0 < v <= 1.0]

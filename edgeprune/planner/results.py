@@ -3,6 +3,7 @@ the plan chosen for one device (`DevicePlan`), with their report form."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,9 @@ class Tuned:
     """Top-1 per class on the validation split (None: no class labels, or judged by another metric)."""
     shift_accuracy: float | None = None
     """Top-1 on the shifted validation inputs (None: the robustness guard is off)."""
+    schedules: dict[str, float] | None = None
+    """Validation score of each pruning schedule tried for the final fine-tune ('one-shot', 'iterative-3', ...),
+    when the planner compared them (`Planner.final`); None when only one-shot ran."""
 
 
 @dataclass
@@ -68,13 +72,16 @@ class DevicePlan:
 
     @property
     def plan(self):
-        return self.space.to_plan(self.candidate)
+        """The candidate's plan, with the pruning schedule its final fine-tune used (`Planner.final`)."""
+        return dataclasses.replace(self.space.to_plan(self.candidate), prune_steps=self.tuned.summary.prune_steps)
 
     def report(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "chosen": candidate_dict(self.candidate, self.space) | {
-                "accuracy": self.tuned.accuracy, "predicted": costs_dict(self.costs)},
+                "accuracy": self.tuned.accuracy, "predicted": costs_dict(self.costs),
+                "prune_steps": self.tuned.summary.prune_steps,
+                **({"schedules_validation": self.tuned.schedules} if self.tuned.schedules else {})},
             "buckets": {b.name: list(b.roots) for b in self.space.buckets},
             "rounds": [r.to_dict() for r in self.rounds],
             "finetuned": self.finetuned,

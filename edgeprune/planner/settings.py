@@ -30,6 +30,10 @@ class PlanSettings:
     """Fine-tune epochs of the chosen plan (what `edgeprune apply` replays)."""
     rank_epochs: int = 3
     """Fine-tune epochs of each of the `top_k` candidates while ranking them (at most `finetune_epochs`)."""
+    iterative_steps: int = 3
+    """When the chosen plan removes over half the MACs (`planner.ITERATIVE_BELOW_MACS`), it is also fine-tuned
+    pruned in this many steps (`Plan.prune_steps`), and the schedule scoring higher on validation is kept; 1: one-shot
+    only."""
     top_k: int = 3
     """Candidates fine-tuned briefly and evaluated per device before one is chosen."""
     margin: float = 0.05
@@ -66,6 +70,8 @@ class PlanSettings:
             raise ConfigError(f"--time-budget {self.time_budget_s} must be a positive number of seconds")
         if not 1 <= self.max_rounds <= 10 or self.top_k < 1 or not 0 <= self.margin < 0.5:
             raise ConfigError("plan settings out of range: 1 <= max_rounds <= 10, top_k >= 1, 0 <= margin < 0.5")
+        if self.iterative_steps < 1:
+            raise ConfigError(f"--iterative-steps {self.iterative_steps} must be >= 1 (1: one-shot only)")
         if self.rank_epochs < 0 or self.finetune_epochs < 0:
             raise ConfigError(f"--rank-epochs {self.rank_epochs} and --finetune-epochs {self.finetune_epochs} "
                               "must be >= 0")

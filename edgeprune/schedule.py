@@ -1,0 +1,55 @@
+"""How a plan's channels are removed and its accuracy recovered: one-shot (prune, then fine-tune) or iterative
+(`Plan.prune_steps` > 1: prune a step, fine-tune briefly, repeat, then fine-tune in full).
+
+Iterative schedules keep more accuracy where much is removed at once (the fine-tune between steps lets the model
+move what the next step takes onto the channels that stay). The planner and `build`/`apply` both call
+`prune_and_recover`, so `edgeprune apply plan.yaml` replays the planner's weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeprune.prune import prune
+from edgeprune.recover import RecoverySummary, recover
+from edgeprune.types import Dataset, Plan, PruneSummary
+
+
+def step_epochs(epochs: int, steps: int) -> int:
+    """Epochs of each brief fine-tune between iterative pruning steps: an equal share of the full fine-tune, at
+    least one (none when there is no fine-tune at all)."""
+    return 0 if epochs == 0 else max(1, epochs // steps)
+
+
+def prune_and_recover(
+    module: nn.Module,
+    example: torch.Tensor,
+    calibration: torch.Tensor,
+    plan: Plan,
+    dataset: Dataset,
+    epochs: int,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[nn.Module, PruneSummary, RecoverySummary | None]:
+    """`module` pruned to `plan` and fine-tuned `epochs` by `recover.recover` (on `threads`; None: every usable
+    core); an iterative plan also fine-tunes `step_epochs` between its steps. The recovery is None when `epochs`
+    is 0."""
+    between: list[RecoverySummary] = []
+    brief = step_epochs(epochs, plan.prune_steps)
+
+    def fine_tune_between(model: nn.Module, step: int) -> None:
+        summary = recover(model, module, dataset, brief, seed + step, threads=threads)
+        if summary is not None:
+            between.append(summary)
+
+    pruned, summary = prune(module, example, calibration, plan, fine_tune_between if brief else None)
+    recovery = recover(pruned, module, dataset, epochs, seed, progress=progress, threads=threads)
+    if recovery is not None and between:
+        recovery = dataclasses.replace(recovery, seconds=recovery.seconds + sum(b.seconds for b in between),
+                                       between_steps=len(between), step_epochs=brief)
+    return pruned, summary, recovery
