@@ -35,6 +35,7 @@ from edgeprune.profiles import Budget
 from edgeprune.prune import IMPORTANCE, as_tensor, channel_groups, pruned_architecture, recalibrate_bn
 from edgeprune.recover import RecoveryConfig, RecoverySummary
 from edgeprune.schedule import prune_and_recover
+from edgeprune.structure import describe as describe_structure
 from edgeprune.scoring import score_outputs
 from edgeprune.shifts import shifted
 from edgeprune.types import SINGLE_OUTPUT_KEY, ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
@@ -149,7 +150,7 @@ class _SensitivityJob:
 def _score_pruned(job: _SensitivityJob, plan: Plan) -> float:
     """Accuracy on the job's subset of the dense model pruned by `plan`, BatchNorm re-estimated, not fine-tuned."""
     model = job.module
-    if plan.layer_keep_ratios:
+    if plan.prunes:
         model = pruned_architecture(job.module, job.example, plan, calibration=job.calib)
         recalibrate_bn(model, job.calib)
         model.eval()
@@ -182,7 +183,7 @@ def _tune_pruned(job: _TuneJob, item: tuple[Plan, int]) -> tuple[dict[str, torch
 def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int, threads: int | None = None) -> Tuned:
     """`plan` pruned (BatchNorm re-estimated) and fine-tuned `epochs` by `schedule.prune_and_recover` (what `apply`
     replays), scored on the validation split; the unpruned model itself for a plan that prunes nothing."""
-    prunes = bool(plan.layer_keep_ratios)
+    prunes = plan.prunes
     model, summary, recovery = prune_and_recover(job.module, job.example, job.calib, plan, job.dataset,
                                                  epochs if prunes else 0, job.seed, threads=threads)
     if not prunes:
@@ -255,10 +256,14 @@ class CandidateEvaluator:
     def channel_groups(self) -> list[ChannelGroup]:
         return channel_groups(self.dense, self.example)
 
+    def encoder_structure(self) -> dict:
+        """The transformer encoder's heads, MLP widths and blocks (`structure.describe`; empty where none)."""
+        return describe_structure(self.dense)
+
     def architecture(self, plan: Plan) -> torch.nn.Module:
         """The dense model pruned to `plan`'s shapes (weights as pruning left them, BatchNorm not re-estimated: for
         timing and tracing); the dense model itself for a plan that prunes nothing."""
-        if not plan.layer_keep_ratios:
+        if not plan.prunes:
             return self.dense
         return pruned_architecture(self.dense, self.example, plan)
 

@@ -146,6 +146,11 @@ class Plan:
         """Whether whole heads, MLP neurons or blocks are removed."""
         return self.head_keep_ratio < 1.0 or self.mlp_keep_ratio < 1.0 or self.keep_blocks is not None
 
+    @property
+    def prunes(self) -> bool:
+        """Whether the plan removes anything: channels, heads, MLP neurons or blocks."""
+        return self.keep_ratio < 1.0 or any(k < 1.0 for k in self.layer_keep_ratios.values()) or self.restructures
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -39,7 +39,7 @@ from edgeprune.planner.journal import Journal
 from edgeprune.planner.results import DevicePlan, Tuned
 from edgeprune.planner.sensitivity import Sensitivity, analyse
 from edgeprune.planner.settings import PlanSettings
-from edgeprune.planner.space import Candidate, SearchSpace, make_buckets, thread_options
+from edgeprune.planner.space import Candidate, SearchSpace, make_buckets, structure_buckets, thread_options
 from edgeprune.profiles import DeviceProfile
 from edgeprune.types import Measurement, Plan
 
@@ -62,7 +62,8 @@ class Planner:
         self.steps = steps or Steps(enabled=False)
         self.journal = journal
         self.example = evaluator.example
-        self.buckets = make_buckets(evaluator.channel_groups())
+        # a transformer encoder is searched by its heads, MLP neurons and blocks; any other model by channel stages
+        self.buckets = structure_buckets(evaluator.encoder_structure()) or make_buckets(evaluator.channel_groups())
         self.dense_accuracy = evaluator.dense_accuracy
         self._nodes: dict[tuple[float, ...], list] = {}
         self._tuned: dict[PruneKey, Tuned] = {}
@@ -154,7 +155,7 @@ class Planner:
         todo = []
         for key in dict.fromkeys(keys):
             plan = self.plan_of(space, *key)
-            if key in cache or not plan.layer_keep_ratios:
+            if key in cache or not plan.prunes:
                 continue
             recorded = self._journalled(plan, key, epochs)
             if recorded is not None:
@@ -173,14 +174,14 @@ class Planner:
 
     def _journalled(self, plan: Plan, key: PruneKey, epochs: int) -> Tuned | None:
         """The fine-tune of `key` read back from the journal (the unpruned model is never journalled)."""
-        if self.journal is None or not plan.layer_keep_ratios:
+        if self.journal is None or not plan.prunes:
             return None
         record = self.journal.get_weights("tuned", [list(key[0]), key[1], epochs])
         return None if record is None else self.evaluator.tuned_from_record(plan, *record)
 
     def _record(self, plan: Plan, key: PruneKey, epochs: int, tuned: Tuned) -> Tuned:
         """`tuned`, written to the journal first when there is one (and it pruned something)."""
-        if self.journal is not None and plan.layer_keep_ratios:
+        if self.journal is not None and plan.prunes:
             self.journal.put_weights("tuned", [list(key[0]), key[1], epochs], *self.evaluator.tuned_record(tuned))
         return tuned
 
@@ -215,10 +216,10 @@ class Planner:
         """`one_shot`, or the same plan pruned in `iterative_steps` steps when that scores higher on validation;
         tried only where the plan removes over half the MACs (below that, one-shot loses little). Journalled."""
         steps, summary = self.settings.iterative_steps, one_shot.summary
-        if (steps < 2 or not summary.macs_before or summary.prune_steps != 1
-                or summary.macs_after > ITERATIVE_BELOW_MACS * summary.macs_before):
-            return one_shot
         plan = dataclasses.replace(self.plan_of(space, *key), prune_steps=steps)
+        if (steps < 2 or not plan.layer_keep_ratios or not summary.macs_before or summary.prune_steps != 1
+                or summary.macs_after > ITERATIVE_BELOW_MACS * summary.macs_before):
+            return one_shot  # (a transformer's heads, neurons and blocks go in one step)
         epochs = self.settings.finetune_epochs
         journal_key = [list(key[0]), key[1], epochs, "prune_steps", steps]
         record = self.journal.get_weights("tuned", journal_key) if self.journal else None

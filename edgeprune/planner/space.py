@@ -1,5 +1,5 @@
-"""The search space: channel groups bucketed into stages, a keep-ratio grid per bucket, the importance criterion,
-quantisation scheme, target and thread count.
+"""The search space: channel groups bucketed into stages (or a transformer encoder's heads, MLP neurons and blocks),
+a keep-ratio grid per bucket, the importance criterion, quantisation scheme, target and thread count.
 
 A `Candidate` fixes one keep ratio per bucket plus the criterion, scheme, target and threads; `to_plan` turns it into
 the `Plan` the pruning stage takes (a keep ratio for the root layer of every group in a bucket).
@@ -7,6 +7,7 @@ the `Plan` the pruning stage takes (a keep ratio for the root layer of every gro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -18,13 +19,20 @@ KEEP_GRID: tuple[float, ...] = (1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25)
 MAX_BUCKETS = 6
 
 
+STRUCTURE_KINDS = ("heads", "mlp", "blocks")
+
+
 @dataclass(frozen=True)
 class Bucket:
-    """A stage: consecutive channel groups pruned with one keep ratio."""
+    """A stage: consecutive channel groups pruned with one keep ratio (`kind` 'channels'); or, for a transformer
+    encoder, one of its structures (`edgeprune.structure`): 'heads' (the share of attention heads kept in every
+    layer), 'mlp' (of MLP hidden neurons) or 'blocks' (of encoder blocks; `units` blocks per stack)."""
 
     name: str
     roots: tuple[str, ...]
     macs: int
+    kind: str = "channels"
+    units: int = 0
 
 
 def make_buckets(groups: Sequence[ChannelGroup], max_buckets: int = MAX_BUCKETS) -> tuple[Bucket, ...]:
@@ -49,6 +57,19 @@ def make_buckets(groups: Sequence[ChannelGroup], max_buckets: int = MAX_BUCKETS)
     return tuple(
         Bucket(f"stage{i + 1}", tuple(g.root for g in b), sum(g.macs for g in b)) for i, b in enumerate(buckets)
     )
+
+
+def structure_buckets(encoder: dict) -> tuple[Bucket, ...]:
+    """A transformer encoder's search buckets from `structure.describe`'s summary: heads, MLP neurons and blocks,
+    each where the model has them; () for a model with no encoder `edgeprune.structure` knows."""
+    buckets = []
+    if encoder.get("heads") and min(encoder["heads"].values()) > 1:
+        buckets.append(Bucket("heads", tuple(sorted(encoder["heads"])), 0, "heads", min(encoder["heads"].values())))
+    if encoder.get("mlp"):
+        buckets.append(Bucket("mlp", tuple(sorted(encoder["mlp"])), 0, "mlp", min(encoder["mlp"].values())))
+    if encoder.get("blocks") and min(encoder["blocks"].values()) > 1:
+        buckets.append(Bucket("blocks", tuple(sorted(encoder["blocks"])), 0, "blocks", min(encoder["blocks"].values())))
+    return tuple(buckets)
 
 
 @dataclass(frozen=True)
@@ -114,9 +135,11 @@ class SearchSpace:
                          threads or max(self.threads))
 
     def to_plan(self, candidate: Candidate) -> Plan:
-        ratios = {
-            root: keep for bucket, keep in zip(self.buckets, candidate.keep) if keep < 1.0 for root in bucket.roots
-        }
+        pairs = list(zip(self.buckets, candidate.keep))
+        ratios = {root: keep for bucket, keep in pairs if keep < 1.0 and bucket.kind == "channels"
+                  for root in bucket.roots}
+        structure = {bucket.kind: (bucket, keep) for bucket, keep in pairs if bucket.kind in STRUCTURE_KINDS}
+        blocks = structure.get("blocks")
         return Plan(
             target=candidate.target,
             scheme=candidate.scheme,
@@ -126,6 +149,10 @@ class SearchSpace:
             round_to=self.round_to,
             threads=candidate.threads,
             seed=self.seed,
+            head_keep_ratio=structure["heads"][1] if "heads" in structure else 1.0,
+            mlp_keep_ratio=structure["mlp"][1] if "mlp" in structure else 1.0,
+            keep_blocks=(None if blocks is None or blocks[1] >= 1.0
+                         else max(1, math.floor(blocks[1] * blocks[0].units + 0.5))),
         )
 
     def step_down(self, candidate: Candidate, bucket: int) -> Candidate | None:
