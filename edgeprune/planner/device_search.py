@@ -3,9 +3,9 @@
 The chosen plan is exported and measured on the device's runner at its thread count (when one can measure it), in
 blocks; the upper end of its latency's 95% interval must meet the budget with a little headroom. A miss is fed back
 into the correction and the plan re-chosen, `max_rounds` times. A round measures the pruned architecture (latency,
-size and memory do not depend on the weights), so only the plan finally returned is fine-tuned in full. A thread count whose unpruned model measured no
-faster than with fewer threads is left out of the search. At equal accuracy the fewest threads win (cores left to
-the app).
+size and memory do not depend on the weights), so only the plan finally returned is fine-tuned in full. A thread
+count whose unpruned model measured no faster than with fewer threads is left out of the search. At equal accuracy
+the fewest threads win (cores left to the app).
 
 Infeasible only when shown: where measurements count, "no plan meets the budget" (exit 3) comes only after the most
 aggressive plan of the space (the smallest uniform keep ratio) was measured at every target, scheme and thread
@@ -328,9 +328,9 @@ class DeviceSearch:
 
     def _fallback(self) -> Accepted | None:
         """The plan to return when the rounds ran out but some measured plan fits: of those plans, the densest (the
-        least pruned). Failing that, a plan whose p50
-        estimate fits though its interval reaches over the budget (timings that swing): not proven over the budget,
-        so not infeasible; it is returned with its verdict marked within noise."""
+        least pruned). Failing that, a plan whose p50 estimate fits though its interval reaches over the budget
+        (timings that swing): not proven over the budget, so not infeasible; it is returned with its verdict marked
+        within noise."""
         fits = ([c for c, got in self.measured.items() if self.limits.met_measured(got)]
                 or [c for c, got in self.measured.items() if self.limits.met_measured(at_point(got))])
         if not fits:

@@ -217,10 +217,11 @@ class Planner:
         tried only where the plan removes over half the MACs (below that, one-shot loses little). Journalled."""
         steps, summary = self.settings.iterative_steps, one_shot.summary
         plan = dataclasses.replace(self.plan_of(space, *key), prune_steps=steps)
-        if (steps < 2 or not plan.layer_keep_ratios or not summary.macs_before or summary.prune_steps != 1
-                or summary.macs_after > ITERATIVE_BELOW_MACS * summary.macs_before):
-            return one_shot  # (a transformer's heads, neurons and blocks go in one step)
         epochs = self.settings.finetune_epochs
+        if (steps < 2 or epochs == 0 or not plan.layer_keep_ratios or not summary.macs_before
+                or summary.prune_steps != 1 or summary.macs_after > ITERATIVE_BELOW_MACS * summary.macs_before):
+            return one_shot  # (without fine-tunes between steps there is nothing to gain; a transformer's heads,
+            # neurons and blocks go in one step)
         journal_key = [list(key[0]), key[1], epochs, "prune_steps", steps]
         record = self.journal.get_weights("tuned", journal_key) if self.journal else None
         if record is not None:
