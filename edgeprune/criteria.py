@@ -58,9 +58,10 @@ def _mean_normalized(scores: torch.Tensor) -> torch.Tensor:
 
 
 def _picked(group, contributions: Callable[[nn.Module, object], torch.Tensor | None], width: int,
-            leading: tuple[int, ...] = ()) -> torch.Tensor | None:
-    """Σ over the group's layers of `contributions(layer, handler)` (shape leading + (channels,)), each layer's
-    channels moved to the group's root channel positions; None when no layer of the group has any."""
+            leading: tuple[int, ...] = ()) -> tuple[torch.Tensor, int] | None:
+    """(Σ over the group's layers of `contributions(layer, handler)` (shape leading + (channels,)), each layer's
+    channels moved to the group's root channel positions; the number of layers summed), or None when no layer of
+    the group has any."""
     total = torch.zeros(*leading, width, dtype=torch.float32)
     layers = 0
     for item in group:
@@ -118,7 +119,7 @@ def _channel_sums(layer: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor |
     bias = getattr(layer, "bias", None)
     bias_wg = (bias * bias.grad).detach().float() if isinstance(bias, torch.Tensor) and bias.grad is not None else 0
     if isinstance(layer, _NORMS):
-        return (wg.reshape(len(wg), -1).sum(1) + bias_wg if wg.ndim >= 1 else None), None
+        return wg.reshape(len(wg), -1).sum(1) + bias_wg, None
     if isinstance(layer, nn.Linear):
         return wg.sum(1) + bias_wg, wg.sum(0)
     per_pair = wg.flatten(2).sum(2)  # conv: (out, in / groups), or transposed (in, out / groups)
