@@ -69,3 +69,31 @@ def test_storage_optuna_cannot_open_is_a_config_error(url: str):
     with pytest.raises(ConfigError, match=r"--storage '.*' cannot be opened") as info:
         optuna_search(space, lambda c: None, lambda c: 0.0, Limits(), trials=1, storage=url)
     assert url in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_trial_another_worker_told_first_is_dropped_not_fatal(tmp_path: Path):
+    """SQLite cannot lock a row, so two workers can pop one enqueued trial; the one that tells second must not
+    crash, and must not count or keep that trial. Simulated by the 'other worker' telling it mid-objective."""
+    import optuna
+
+    from edgeprune.planner.search import Visit, _run_trial
+
+    storage = f"sqlite:///{tmp_path / 'race.db'}"
+    mine = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="race")
+    other = optuna.load_study(study_name="race", storage=storage)
+    mine.enqueue_trial({"x": 1.0})
+    visits: list[Visit] = []
+
+    def objective(trial):
+        x = trial.suggest_float("x", 0.0, 2.0)
+        visits.append(Visit(None, None, x, trial.number))
+        other.tell(trial.number, [x, 1.0])  # the other worker finishes the same trial first
+        return x, 2.0
+
+    assert _run_trial(mine, objective, visits) is False
+    assert visits == []
+    (t,) = mine.get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.values == [1.0, 1.0]
+    # an ordinary trial is told and kept
+    assert _run_trial(mine, lambda tr: (tr.suggest_float("x", 0.0, 2.0), 3.0), visits) is True
+    assert len(mine.get_trials()) == 2

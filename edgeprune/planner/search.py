@@ -191,7 +191,11 @@ def optuna_search(
         study.enqueue_trial({**{b.name: 1.0 for b in space.buckets}, "pair": pairs.index((start.target, start.scheme)),
                              "importance": start.importance, "threads": start.threads}, skip_if_exists=True)
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
-    study.optimize(objective, n_trials=trials, timeout=None if deadline is None else max(1.0, deadline - time.monotonic()))
+    told = 0
+    for _ in range(2 * trials):  # a trial lost to another worker does not count; the bound stops a livelock
+        if told == trials or (deadline is not None and told and time.monotonic() >= deadline):
+            break
+        told += _run_trial(study, objective, visits)
     if storage is not None:  # the other workers' trials, evaluated with this worker's callables
         mine = {v.step for v in visits}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -200,6 +204,27 @@ def optuna_search(
                 visits.append(Visit(cand, costs(cand), proxy(cand), t.number))
         visits.sort(key=lambda v: v.step)
     return visits
+
+
+def _run_trial(study: "optuna.Study", objective, visits: list[Visit]) -> bool:
+    """Ask, evaluate and tell one trial; False when another worker told it first. SQLite cannot lock a row, so two
+    workers can both pop the same enqueued trial: the first record stands and the loser drops its visit."""
+    import optuna
+
+    trial = study.ask()
+    try:
+        values = objective(trial)
+    except BaseException:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        raise
+    try:
+        study.tell(trial, values)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
+        if not next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number).state.is_finished():
+            raise
+        visits[:] = [v for v in visits if v.step != trial.number]
+        return False
+    return True
 
 
 def _study_name(space: SearchSpace, limits: Limits, margin: float) -> str:
