@@ -108,11 +108,17 @@ class BuildRequest:
     prune_steps: int = 1
     """A fixed plan's pruning steps (> 1: iterative, a brief fine-tune between steps; `edgeprune.schedule`)."""
 
+    def fixed_plan(self, target: str) -> Plan:
+        """The fixed plan (prune, quant, per-layer and structure keeps) for `target`."""
+        return Plan(target=target, scheme=self.quant, keep_ratio=round(1.0 - self.prune, 6),
+                    layer_keep_ratios=dict(self.layer_keep_ratios), importance=self.importance,
+                    round_to=self.round_to, seed=self.seed, head_keep_ratio=self.head_keep_ratio,
+                    mlp_keep_ratio=self.mlp_keep_ratio, keep_blocks=self.keep_blocks, prune_steps=self.prune_steps)
+
     @property
     def prunes(self) -> bool:
         """Whether the fixed plan removes anything (channels, heads, neurons or blocks)."""
-        return (self.prune > 0.0 or any(k < 1.0 for k in self.layer_keep_ratios.values()) or self.head_keep_ratio < 1.0
-                or self.mlp_keep_ratio < 1.0 or self.keep_blocks is not None)
+        return self.fixed_plan(TARGETS[0]).prunes
     expected_channels: dict[str, tuple[int, int]] | None = None
     """A replayed plan's recorded channel counts: the pruned model must have exactly these."""
     plan_only: bool = False
@@ -305,19 +311,7 @@ def build(request: BuildRequest, steps: Steps | None = None) -> BuildResult:
 
 def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: Steps,
                 targets: tuple[str, ...]) -> tuple[torch.nn.Module, Plan, PruneSummary, RecoverySummary | None]:
-    plan = Plan(
-        target=targets[0],
-        scheme=request.quant,
-        keep_ratio=round(1.0 - request.prune, 6),
-        layer_keep_ratios=dict(request.layer_keep_ratios),
-        importance=request.importance,
-        round_to=request.round_to,
-        seed=request.seed,
-        head_keep_ratio=request.head_keep_ratio,
-        mlp_keep_ratio=request.mlp_keep_ratio,
-        keep_blocks=request.keep_blocks,
-        prune_steps=request.prune_steps,
-    )
+    plan = request.fixed_plan(targets[0])
     label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
     epochs = request.finetune_epochs if request.prunes else 0
     if plan.prune_steps > 1:
