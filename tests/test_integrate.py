@@ -2,7 +2,9 @@
 
 What can be checked without an Android SDK or Xcode: the files copied (bytes and sha256), the device-targeting
 XML (well-formed, Play's element structure, one group per profile), the Gradle edit (one block, idempotent,
-reversible, both DSLs), the refusals (sha256, schema, paths, non-projects) and the build-phase script's shell.
+reversible, both DSLs), the refusals (sha256, schema, paths, non-projects), the build-phase script's shell, the
+loaders' text (every output the manifest lists, in its order) and, on the real LiteRT runtime the app links, the
+Android loader's tensor bindings (its signature names give every output, each dequantised with its own scale).
 """
 
 from __future__ import annotations
@@ -11,19 +13,28 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
+from ai_edge_litert.compiled_model import CompiledModel
+from torch import nn
 
 from edgeprune import cli_integrate
+from edgeprune._resources import data_dir
 from edgeprune.errors import ConfigError
+from edgeprune.export import get_exporter
 from edgeprune.integrate import integrate_android, integrate_ios
 from edgeprune.integrate.android import NS, SocId, device_groups, load_soc_ids
 from edgeprune.profiles import builtin_profiles
+from edgeprune.runners.runtimes.tflite import TFLiteSession
+from edgeprune.types import Plan, TensorSpec
 
 pytestmark = pytest.mark.slow  # the shared build exports and measures three targets for three devices
 
@@ -418,6 +429,59 @@ def test_cli_integrate_android_reports_and_is_up_to_date_the_second_time(dist, t
         _cli(["integrate", "android", "--dist", str(dist), "--project", str(app), "--mode", "apk"])
 
 
+def _body(text: str, start: str) -> str:
+    """The block of `text` from the line holding `start` to its closing brace (by brace depth)."""
+    begin = text.index(start)
+    depth, i = 0, text.index("{", begin)
+    while True:
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[begin : i + 1]
+        i += 1
+
+
+def test_android_loader_gives_every_output_in_the_manifests_order(dist, tmp_path):
+    """The Kotlin written into the app reads every output the manifest lists (not the first), each runner returns
+    them all in the manifest's order, binding each by what its runtime knows it by, and dequantises each int8 output
+    with its own spec; `run` stays the first output. (Text checks: no Kotlin compiler here.)"""
+    app = make_gradle_app(tmp_path / "app")
+    integrate_android(dist, app)
+    kotlin = app / "app/src/main/java/dev/edgeprune"
+    model = (kotlin / "EdgepruneModel.kt").read_text()
+    assert 'getJSONArray("outputs").getJSONObject(0)' not in model
+    assert 'TensorSpec.parseAll(entry.getJSONArray("outputs"))' in model
+    assert "(0 until list.length()).map { parse(list.getJSONObject(it)) }" in _body(model, "fun parseAll(")
+    assert "fun runAll(input: FloatArray): List<FloatArray>" in _body(model, "interface Runner")
+    assert "val outputs: List<TensorSpec>," in _body(model, "class ModelFile(")
+    assert "fun run(input: FloatArray): FloatArray = runAll(input)[0]" in model
+    assert "runner.runAll(input)" in _body(model, "fun runAll(input: FloatArray): List<FloatArray> {")
+
+    runners = {p.stem: p.read_text() for p in kotlin.glob("*Runner.kt")}
+    assert sorted(runners) == ["ExecuTorchRunner", "LiteRtRunner", "OrtRunner"]
+    for name, text in runners.items():
+        body = _body(text, "override fun runAll(input: FloatArray): List<FloatArray>")
+        assert "override fun run(" not in text, name
+        assert "file.output." not in text and "file.output)" not in text, name  # the first output's spec alone
+        assert "file.outputs.map" in body, name  # one result per manifest output, in its order
+        assert "spec.dequantize(" in body and "file.output.dequantize" not in body, name  # each output's own spec
+    # ExecuTorch: forward's values by position (the model's flattening order is the manifest's), count checked
+    et = _body(runners["ExecuTorchRunner"], "override fun runAll")
+    assert "values[i].toTensor()" in et and "outputs[0]" not in et and "values.size == file.outputs.size" in et
+    # ONNX Runtime: each output by its graph name, not result[0]
+    ort = _body(runners["OrtRunner"], "override fun runAll")
+    assert "byName[spec.name]" in ort and "result[0]" not in ort
+    # LiteRT: one buffer per manifest output, bound by signature name and run by name (the flatbuffer's own output
+    # order need not be the model's), each read back at its manifest index
+    lrt = runners["LiteRtRunner"]
+    assert "file.outputs.map { signatureName(it.name, OUTPUT_SUFFIX) }" in lrt
+    assert "outputNames.map { model.createOutputBuffer(it) }" in lrt and "createOutputBuffers()" not in lrt
+    assert "model.run(mapOf(inputName to inputBuffer), outputNames.zip(outputBuffers).toMap())" in lrt
+    assert "spec.dequantize(outputBuffers[i].readInt8()) else outputBuffers[i].readFloat()" in lrt
+    assert "outputs[0]" not in lrt
+    runtimes = (kotlin / "EdgepruneRuntimes.kt").read_text()
+    assert "Map<String, (Context, ModelFile) -> Runner>" in runtimes  # the constructors keep the runner signature
+
+
 # --- iOS ------------------------------------------------------------------------------------------------------
 
 
@@ -489,3 +553,135 @@ def test_ios_refuses_non_xcode_folders_and_dists_without_ios(dist, ios_dist, tmp
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg/Package.swift").write_text("// swift-tools-version:5.9\n")
     assert integrate_ios(ios_dist, tmp_path / "pkg").devices == ("iphone-15",)
+
+
+def test_ios_loader_gives_every_output_in_the_manifests_order(ios_dist, tmp_path):
+    """The Swift written into the app returns every output the manifest lists, in its order, from each runtime,
+    binding each by what its runtime knows it by and dequantising each with its own spec; `run` stays the first
+    output. (Text checks: no Swift compiler here.)"""
+    app = make_xcode_app(tmp_path / "ios")
+    integrate_ios(ios_dist, app)
+    swift = (app / "Edgeprune/EdgepruneModel.swift").read_text()
+    assert "public func runAll(_ x: [Float]) throws -> [[Float]]" in swift
+    assert "try runAll(x)[0]" in _body(swift, "public func run(_ x: [Float]) throws -> [Float]")
+    assert "private let runFn: ([Float]) throws -> [[Float]]" in swift
+    runner = _body(swift, "private static func runner(")
+    assert "let input = entry.inputs[0], outputs = entry.outputs" in runner
+    assert "entry.outputs[0]" not in runner and "output." not in runner.replace("outputs.", "")
+    # ExecuTorch: every value forward returns, by position, count checked
+    assert "values.count == outputs.count" in runner and "values[i].tensor()" in runner and "[0].tensor()" not in runner
+    # LiteRT: each output found by its tensor name once, read at that index, dequantised with its own spec
+    assert "names.firstIndex(of: spec.name)" in runner and "output(at: 0)" not in runner
+    assert "EdgepruneModel.floats(try interpreter.output(at: indices[i]).data, outputs[i])" in runner
+    # ONNX Runtime: every output name requested, each read back by name in the manifest's order
+    assert "outputNames: Set(outputs.map { $0.name })" in runner and "values[spec.name]" in runner
+    assert "EdgepruneModel.floats(try value.tensorData() as Data, spec)" in runner
+    assert "if spec.scale != nil { return spec.dequantize(bytes) }" in _body(swift, "private static func floats(")
+    assert "public let key: String?" in _body(swift, "public struct EdgepruneTensorSpec")
+
+
+# --- the LiteRT loader's bindings, on the real runtime ------------------------------------------------------------
+
+
+class TwoHeads(nn.Module):
+    """A detector's raw heads as a dict, keys out of alphabetical order, both of one shape (a swapped order cannot
+    pass by shape) and ten times apart in range (each needs its own int8 scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.scores = nn.Conv2d(8, 4, 1)
+        self.boxes = nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.boxes.weight.mul_(10.0)
+            self.boxes.bias.mul_(10.0)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        f = torch.relu(self.conv(x))
+        return {"scores": self.scores(f), "boxes": self.boxes(f)}
+
+
+def _litert_loader_constants() -> tuple[str, str]:
+    """(SIGNATURE_PREFIX, OUTPUT_SUFFIX) as LiteRtRunner.kt spells them."""
+    text = (data_dir("targets") / "android" / "LiteRtRunner.kt").read_text()
+    prefix = re.search(r'const val SIGNATURE_PREFIX = "([^"]*)"', text)
+    suffix = re.search(r'const val OUTPUT_SUFFIX = "([^"]*)"', text)
+    assert prefix and suffix, "LiteRtRunner.kt no longer names its signature-name rule's constants"
+    return prefix.group(1), suffix.group(1)
+
+
+def _run_as_the_android_loader_binds(path: Path, inp: dict, outputs: list[dict], x: np.ndarray) -> list[np.ndarray]:
+    """One inference through LiteRT's CompiledModel (the runtime the Android app links, same version), binding the
+    tensors the way LiteRtRunner.kt does: each by the signature name its rule makes from the manifest's tensor name,
+    run by name; the outputs read back in the manifest's order, each dequantised with its own scale and zero point."""
+    prefix, suffix = _litert_loader_constants()
+
+    def signature_name(tensor: str, end: str) -> str:
+        if tensor.startswith(prefix) and tensor.endswith(end) and len(tensor) > len(prefix) + len(end):
+            return tensor[len(prefix) : len(tensor) - len(end)]
+        return tensor
+
+    model = CompiledModel.from_file(str(path))
+    key = next(iter(model.get_signature_list()))  # the app passes "", which CompiledModel takes as signature 0
+    input_name = signature_name(inp["name"], "")
+    names = [signature_name(o["name"], suffix) for o in outputs]
+    in_buffer = model.create_input_buffer_by_name(key, input_name)
+    out_buffers = [model.create_output_buffer_by_name(key, n) for n in names]
+    if "scale" in inp:
+        in_buffer.write(np.clip(np.round(x / inp["scale"]) + inp["zero_point"], -128, 127).astype(np.int8))
+    else:
+        in_buffer.write(x.astype(np.float32))
+    model.run_by_name(key, {input_name: in_buffer}, dict(zip(names, out_buffers)))
+    got = []
+    for spec, buffer in zip(outputs, out_buffers):
+        n = int(np.prod(spec["shape"]))
+        if "scale" in spec:
+            got.append(spec["scale"] * (buffer.read(n, np.int8).astype(np.float32) - spec["zero_point"]))
+        else:
+            got.append(buffer.read(n, np.float32))
+    return got
+
+
+def _check_against_host_session(path: Path, inp: dict, outputs: list[dict], x: np.ndarray) -> None:
+    """The loader's bindings give, output by output, what edgeprune's host session (which finds each output by its
+    tensor name in the manifest) gives, to within one step of that output's int8 scale."""
+    specs = tuple(TensorSpec(**{**o, "shape": tuple(o["shape"])}) for o in outputs)
+    session = TFLiteSession(path, threads=1, outputs=specs)
+    want = session.run_all(x)
+    got = _run_as_the_android_loader_binds(path, inp, outputs, x)
+    assert len(got) == len(outputs) == len(want)
+    for spec, g, w in zip(outputs, got, want):
+        np.testing.assert_allclose(g, w.reshape(-1), rtol=0, atol=spec.get("scale", 1e-5) * 1.01,
+                                   err_msg=f"{path.name} output {spec['name']}")
+
+
+def test_litert_loader_bindings_give_every_output_of_a_real_int8_build(dist):
+    """The digits build's manifest.json (static int8 I/O): the Android loader's signature names are the ones
+    LiteRT knows, and reading the output back through them gives the host session's values."""
+    manifest = json.loads((dist / "pixel-8" / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["target"] == "tflite")
+    assert entry["outputs"] and all("scale" in o for o in entry["outputs"] + entry["inputs"])
+    x = np.random.default_rng(0).normal(size=entry["inputs"][0]["shape"]).astype(np.float32)
+    _check_against_host_session(dist / "pixel-8" / entry["path"], entry["inputs"][0], entry["outputs"], x)
+
+
+def test_litert_loader_bindings_give_both_heads_of_an_int8_detector_in_the_models_order(tmp_path):
+    """A two-head detector exported to static int8 LiteRT: the manifest lists its outputs as the artifact records
+    them (scores then boxes, each with its own scale); bound by the Android loader's names, each head comes back in
+    that order with its own dequantisation (a swap, or one scale for both, is ten times off)."""
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    calib = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    art = get_exporter("tflite").export(model, calib[:1], calib, Plan(target="tflite", scheme="int8"),
+                                        tmp_path / "heads.tflite").artifact
+    outputs = [t.to_dict() for t in art.outputs]  # what the pipeline writes as the manifest's "outputs"
+    assert [o["key"] for o in outputs] == ["scores", "boxes"]
+    assert all(o["dtype"] == "int8" for o in outputs) and outputs[1]["scale"] > 3 * outputs[0]["scale"]
+    x = calib[:1].numpy()
+    _check_against_host_session(art.path, art.inputs[0].to_dict(), outputs, x)
+    with torch.no_grad():
+        heads = model(calib[:1])
+    got = _run_as_the_android_loader_binds(art.path, art.inputs[0].to_dict(), outputs, x)
+    for key, g in zip(("scores", "boxes"), got):  # int8 against float: within a few steps of each head's range
+        want = heads[key].numpy().reshape(-1)
+        assert np.abs(g - want).max() < 0.1 * np.abs(want).max(), key

@@ -2,17 +2,29 @@
 // `edgeprune integrate android` (from edgeprune's targets/android/); rewritten on every run.
 //
 // Play delivers this phone's device-group variant of the assets under assets/edgeprune/ (manifest.json and the
-// model files). The manifest says which runtime each file is for and the tensors it takes; this picks the first
-// preferred runtime the app has a file for and opens the file with the manifest's input spec.
+// model files). The manifest says which runtime each file is for and the tensors it takes and gives; this picks the
+// first preferred runtime the app has a file for and opens the file with the manifest's tensor specs.
 //
 //   EdgepruneModel.open(context).use { model -> val scores = model.run(pixels) }
+//   EdgepruneModel.open(context).use { model -> val (boxes, scores) = model.runAll(pixels) }  // every output
 package dev.edgeprune
 
 import android.content.Context
+import org.json.JSONArray
 import org.json.JSONObject
 
-/** One input or output tensor as the manifest describes it; int8 tensors carry scale and zero point. */
-class TensorSpec(val name: String, val shape: LongArray, val dtype: String, val scale: Float?, val zeroPoint: Int?) {
+/**
+ * One input or output tensor as the manifest describes it; int8 tensors carry scale and zero point. [key] (outputs
+ * only) is the output's place in what the model's forward returns: 'output' for a lone tensor, a dict key, an index.
+ */
+class TensorSpec(
+    val name: String,
+    val shape: LongArray,
+    val dtype: String,
+    val scale: Float?,
+    val zeroPoint: Int?,
+    val key: String? = null,
+) {
     /** Number of values the tensor holds. */
     val elements: Int = shape.fold(1L) { n, d -> n * d }.toInt()
 
@@ -33,19 +45,39 @@ class TensorSpec(val name: String, val shape: LongArray, val dtype: String, val 
                 o.getString("dtype"),
                 if (o.has("scale")) o.getDouble("scale").toFloat() else null,
                 if (o.has("zero_point")) o.getInt("zero_point") else null,
+                if (o.has("key")) o.getString("key") else null,
             )
         }
+
+        /** Every entry of a manifest tensor list, in the manifest's order. */
+        fun parseAll(list: JSONArray): List<TensorSpec> = (0 until list.length()).map { parse(list.getJSONObject(it)) }
     }
 }
 
 /** One runtime session over one model file. */
 interface Runner : AutoCloseable {
-    /** One inference: float input laid out as the manifest's input shape in, the first output as floats out. */
-    fun run(input: FloatArray): FloatArray
+    /**
+     * One inference: float input laid out as the manifest's input shape in; every output the manifest lists, in its
+     * order, as floats out (int8 outputs dequantised with their own scale and zero point).
+     */
+    fun runAll(input: FloatArray): List<FloatArray>
 }
 
 /** What a runtime needs to open a file: the asset path, its sha256 (from the manifest), the tensors, threads. */
-class ModelFile(val asset: String, val sha256: String, val input: TensorSpec, val output: TensorSpec, val threads: Int)
+class ModelFile(
+    val asset: String,
+    val sha256: String,
+    val input: TensorSpec,
+    val outputs: List<TensorSpec>,
+    val threads: Int,
+) {
+    init {
+        require(outputs.isNotEmpty()) { "the manifest lists no outputs for $asset" }
+    }
+
+    /** The first output. */
+    val output: TensorSpec get() = outputs[0]
+}
 
 class EdgepruneModel private constructor(
     /** The manifest edgeprune wrote for the device profile this variant was built for. */
@@ -62,12 +94,23 @@ class EdgepruneModel private constructor(
     val input: TensorSpec get() = file.input
     val output: TensorSpec get() = file.output
 
-    fun run(input: FloatArray): FloatArray {
+    /** Every output, in the manifest's order (the order the model's forward returns them). */
+    val outputs: List<TensorSpec> get() = file.outputs
+
+    /** One inference: every output in [outputs]' order, each as floats laid out as its shape. */
+    fun runAll(input: FloatArray): List<FloatArray> {
         require(input.size == file.input.elements) {
             "input has ${input.size} values; ${file.input.name} takes ${file.input.shape.joinToString("x")}"
         }
-        return runner.run(input)
+        val out = runner.runAll(input)
+        check(out.size == file.outputs.size) {
+            "${file.asset} gave ${out.size} outputs; the manifest lists ${file.outputs.size}"
+        }
+        return out
     }
+
+    /** One inference: the first output (of a model with one output, the output). */
+    fun run(input: FloatArray): FloatArray = runAll(input)[0]
 
     override fun close() = runner.close()
 
@@ -93,7 +136,7 @@ class EdgepruneModel private constructor(
                     "$ASSET_DIR/${entry.getString("path")}",
                     entry.getString("sha256"),
                     TensorSpec.parse(entry.getJSONArray("inputs").getJSONObject(0)),
-                    TensorSpec.parse(entry.getJSONArray("outputs").getJSONObject(0)),
+                    TensorSpec.parseAll(entry.getJSONArray("outputs")),
                     threads,
                 )
                 return EdgepruneModel(manifest, target, file, opener(context, file))

@@ -25,9 +25,16 @@ internal class ExecuTorchRunner(context: Context, private val file: ModelFile) :
         module = Module.load(cached.absolutePath, Module.LOAD_MODE_MMAP, file.threads)
     }
 
-    override fun run(input: FloatArray): FloatArray {
-        val outputs = module.forward(EValue.from(Tensor.fromBlob(input, file.input.shape)))
-        return outputs[0].toTensor().dataAsFloatArray
+    override fun runAll(input: FloatArray): List<FloatArray> {
+        // forward returns the outputs in the model's flattening order, which is the manifest's order
+        val values = module.forward(EValue.from(Tensor.fromBlob(input, file.input.shape)))
+        check(values.size == file.outputs.size) {
+            "${file.asset} returned ${values.size} outputs; the manifest lists ${file.outputs.size}"
+        }
+        return file.outputs.mapIndexed { i, spec ->
+            val tensor = values[i].toTensor()
+            if (spec.quantized) spec.dequantize(tensor.dataAsByteArray) else tensor.dataAsFloatArray
+        }
     }
 
     override fun close() = module.destroy()

@@ -21,11 +21,22 @@ internal class OrtRunner(context: Context, private val file: ModelFile) : Runner
         }
     }
 
-    override fun run(input: FloatArray): FloatArray =
+    override fun runAll(input: FloatArray): List<FloatArray> =
         OnnxTensor.createTensor(env, FloatBuffer.wrap(input), file.input.shape).use { tensor ->
             session.run(mapOf(file.input.name to tensor)).use { result ->
-                val out = (result[0] as OnnxTensor).floatBuffer
-                FloatArray(out.remaining()).also { out.get(it) }
+                // each output by its graph name (the manifest's), in the manifest's order
+                val byName = result.associate { it.key to it.value }
+                file.outputs.map { spec ->
+                    val value = byName[spec.name] as? OnnxTensor
+                        ?: error("${file.asset} has no tensor output named ${spec.name} (outputs: ${byName.keys})")
+                    if (spec.quantized) {
+                        val q = value.byteBuffer
+                        spec.dequantize(ByteArray(q.remaining()).also { q.get(it) })
+                    } else {
+                        val out = value.floatBuffer
+                        FloatArray(out.remaining()).also { out.get(it) }
+                    }
+                }
             }
         }
 

@@ -3,10 +3,11 @@
 //
 // The models sit in the app bundle under Models/<device>/ (add Edgeprune/Models to the target as a folder
 // reference): manifest.json plus the model files. The manifest says which runtime each file is for and the
-// tensors it takes; this opens the first preferred runtime the app links and has a file for.
+// tensors it takes and gives; this opens the first preferred runtime the app links and has a file for.
 //
 //   let model = try EdgepruneModel.open()
-//   let scores = try model.run(pixels)   // [Float] laid out as model.input.shape
+//   let scores = try model.run(pixels)   // [Float] laid out as model.input.shape: the first output
+//   let all = try model.runAll(pixels)   // [[Float]]: every output, in model.outputs' order
 import Foundation
 #if canImport(ExecuTorch)
 import ExecuTorch
@@ -24,6 +25,8 @@ public struct EdgepruneTensorSpec: Decodable {
     public let dtype: String
     public let scale: Float?
     public let zero_point: Int?
+    /// Outputs only: the output's place in what the model's forward returns ('output', a dict key, an index).
+    public let key: String?
 
     public var elements: Int { shape.reduce(1, *) }
 
@@ -54,6 +57,7 @@ public struct EdgepruneManifest: Decodable {
 public enum EdgepruneError: Error {
     case noModel(String)
     case badInput(String)
+    case badOutput(String)
 }
 
 public final class EdgepruneModel {
@@ -61,7 +65,9 @@ public final class EdgepruneModel {
     public let artifact: EdgepruneArtifact
     public var input: EdgepruneTensorSpec { artifact.inputs[0] }
     public var output: EdgepruneTensorSpec { artifact.outputs[0] }
-    private let runFn: ([Float]) throws -> [Float]
+    /// Every output, in the manifest's order (the order the model's forward returns them).
+    public var outputs: [EdgepruneTensorSpec] { artifact.outputs }
+    private let runFn: ([Float]) throws -> [[Float]]
 
     /// Targets this build of the app can run, in edgeprune's registry order.
     public static var linkedTargets: [String] {
@@ -99,44 +105,79 @@ public final class EdgepruneModel {
     }
 
     private init(_ manifest: EdgepruneManifest, _ artifact: EdgepruneArtifact,
-                 _ runFn: @escaping ([Float]) throws -> [Float]) {
+                 _ runFn: @escaping ([Float]) throws -> [[Float]]) {
         self.manifest = manifest
         self.artifact = artifact
         self.runFn = runFn
     }
 
-    /// One inference: float input laid out as `input.shape` in, the first output as floats out.
-    public func run(_ x: [Float]) throws -> [Float] {
+    /// One inference: float input laid out as `input.shape` in; every output in `outputs`' order as floats out
+    /// (int8 outputs dequantised with their own scale and zero point).
+    public func runAll(_ x: [Float]) throws -> [[Float]] {
         guard x.count == input.elements else {
             throw EdgepruneError.badInput("input has \(x.count) values; \(input.name) takes \(input.shape)")
         }
-        return try runFn(x)
+        let out = try runFn(x)
+        guard out.count == outputs.count else {
+            throw EdgepruneError.badOutput("\(artifact.path) gave \(out.count) outputs; the manifest lists "
+                                           + "\(outputs.count)")
+        }
+        return out
+    }
+
+    /// One inference: the first output (of a model with one output, the output).
+    public func run(_ x: [Float]) throws -> [Float] {
+        try runAll(x)[0]
+    }
+
+    /// Floats from an output's raw bytes: dequantised when the manifest gives it a scale, else read as float32.
+    private static func floats(_ bytes: Data, _ spec: EdgepruneTensorSpec) -> [Float] {
+        if spec.scale != nil { return spec.dequantize(bytes) }
+        return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
     private static func runner(_ target: String, _ file: URL,
-                               _ entry: EdgepruneArtifact) throws -> ([Float]) throws -> [Float] {
-        let input = entry.inputs[0], output = entry.outputs[0]
+                               _ entry: EdgepruneArtifact) throws -> ([Float]) throws -> [[Float]] {
+        let input = entry.inputs[0], outputs = entry.outputs
         switch target {
         #if canImport(ExecuTorch)
         case "executorch":
             let module = Module(filePath: file.path)
             try module.load("forward")
             return { x in
-                let result: Tensor<Float> = try module.forward(Tensor<Float>(x, shape: input.shape))[0].tensor()!
-                return result.scalars()
+                // forward returns the outputs in the model's flattening order, which is the manifest's order
+                let values: [Value] = try module.forward(Tensor<Float>(x, shape: input.shape))
+                guard values.count == outputs.count else {
+                    throw EdgepruneError.badOutput("\(entry.path) returned \(values.count) outputs; the manifest "
+                                                   + "lists \(outputs.count)")
+                }
+                return try outputs.indices.map { i -> [Float] in
+                    guard let result: Tensor<Float> = values[i].tensor() else {
+                        throw EdgepruneError.badOutput("\(entry.path) output \(outputs[i].name) is not float32")
+                    }
+                    return result.scalars()
+                }
             }
         #endif
         #if canImport(TensorFlowLite)
         case "tflite":
             let interpreter = try Interpreter(modelPath: file.path)
             try interpreter.allocateTensors()
+            // The file's own output order need not be the model's (the manifest's): find each output by its name.
+            let names = try (0..<interpreter.outputTensorCount).map { try interpreter.output(at: $0).name }
+            let indices = try outputs.map { spec -> Int in
+                guard let index = names.firstIndex(of: spec.name) else {
+                    throw EdgepruneError.badOutput("\(entry.path) has no output tensor \(spec.name) (it has \(names))")
+                }
+                return index
+            }
             return { x in
                 let bytes = input.scale != nil ? input.quantize(x) : x.withUnsafeBufferPointer { Data(buffer: $0) }
                 try interpreter.copy(bytes, toInputAt: 0)
                 try interpreter.invoke()
-                let out = try interpreter.output(at: 0).data
-                if output.scale != nil { return output.dequantize(out) }
-                return out.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                return try outputs.indices.map { i -> [Float] in
+                    EdgepruneModel.floats(try interpreter.output(at: indices[i]).data, outputs[i])
+                }
             }
         #endif
         #if canImport(onnxruntime_objc)
@@ -147,10 +188,16 @@ public final class EdgepruneModel {
                 let data = NSMutableData(bytes: x, length: x.count * MemoryLayout<Float>.size)
                 let tensor = try ORTValue(tensorData: data, elementType: .float,
                                           shape: input.shape.map { NSNumber(value: $0) })
-                let outputs = try session.run(withInputs: [input.name: tensor], outputNames: [output.name],
-                                              runOptions: nil)
-                let out = try outputs[output.name]!.tensorData() as Data
-                return out.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                let values = try session.run(withInputs: [input.name: tensor],
+                                             outputNames: Set(outputs.map { $0.name }),
+                                             runOptions: nil)
+                // a dictionary by output name: read back in the manifest's order
+                return try outputs.map { spec -> [Float] in
+                    guard let value = values[spec.name] else {
+                        throw EdgepruneError.badOutput("\(entry.path) gave no output \(spec.name)")
+                    }
+                    return EdgepruneModel.floats(try value.tensorData() as Data, spec)
+                }
             }
         #endif
         default:
