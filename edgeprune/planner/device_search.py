@@ -4,7 +4,8 @@ The chosen plan is exported and measured on the device's runner at its thread co
 blocks; the upper end of its latency's 95% interval must meet the budget with a little headroom. A miss is fed back
 into the correction and the plan re-chosen, `max_rounds` times. A round measures the pruned architecture (latency,
 size and memory do not depend on the weights), so only the plan finally returned is fine-tuned in full. A thread
-count whose unpruned model measured no faster than with fewer threads is left out of the search. At equal accuracy
+count whose unpruned model measured no faster than with fewer threads is left out of the search, and so is a scheme
+no faster than a more faithful one whose unpruned model already meets the size and memory budgets. At equal accuracy
 the fewest threads win (cores left to the app).
 
 Infeasible only when shown: where measurements count, "no plan meets the budget" (exit 3) comes only after the most
@@ -111,6 +112,11 @@ class DeviceSearch:
         self.anchored[(target, scheme, threads)] = got["latency_ms"]
         return got
 
+    def _dense_fits_size_and_memory(self, target: str, scheme: str, threads: int) -> bool:
+        """Whether the unpruned model, measured at (target, scheme, threads), meets the size and memory budgets."""
+        got = self.measured.get(self.space.dense(scheme, target, threads=threads), {})
+        return self.limits.met_measured({k: v for k, v in got.items() if k in ("model_size_mb", "peak_memory_mb")})
+
     def round(self, no: int, c: Candidate, predicted: dict[str, float], got: dict, met: bool, action: str) -> None:
         self.rounds.append(RoundReport(no, c.label(), predicted, got, met, action))
 
@@ -130,6 +136,7 @@ class DeviceSearch:
                         if (target, scheme, threads) not in self.anchored:
                             self.anchor(target, scheme, threads)
         self.dropped = no_faster_with_more_threads(self.anchored)
+        self.dropped |= no_faster_than_a_more_faithful_scheme(self.anchored, self._dense_fits_size_and_memory)
         sens = {importance: self.planner.sensitivity(space, importance) for importance in space.importances}
 
         accepted: Accepted | None = None
@@ -550,4 +557,24 @@ def no_faster_with_more_threads(anchored: dict[tuple[str, str, int], float]) -> 
         if fewer and ms >= min(fewer):
             out[(target, scheme, threads)] = (f"{target}/{scheme} at {threads} threads: the unpruned model measured "
                                               f"{ms:.4g} ms, no faster than {min(fewer):.4g} ms with fewer threads")
+    return out
+
+
+def no_faster_than_a_more_faithful_scheme(anchored: dict[tuple[str, str, int], float],
+                                          fits_size_and_memory) -> dict[tuple[str, str, int], str]:
+    """The (target, scheme, threads) whose unpruned model measured no faster than a more faithful scheme's at the same
+    target and threads, where that scheme's unpruned model already meets the size and memory budgets
+    (`fits_size_and_memory(target, scheme, threads)`): the rounding buys no speed there (int8 kernels without fast
+    integer dot products, say) and costs accuracy, so its plans are left out. Where size or memory binds, a smaller
+    scheme stays in the search whatever its speed."""
+    out = {}
+    for (target, scheme, threads), ms in anchored.items():
+        faithful = [(sc, v) for (t, sc, n), v in anchored.items() if (t, n) == (target, threads)
+                    and SCHEME_PREFERENCE.index(sc) < SCHEME_PREFERENCE.index(scheme)
+                    and ms >= v and fits_size_and_memory(target, sc, threads)]
+        if faithful:
+            sc, v = min(faithful, key=lambda f: f[1])
+            out[(target, scheme, threads)] = (f"{target}/{scheme} at {threads} threads: the unpruned model measured "
+                                              f"{ms:.4g} ms, no faster than {sc} at {v:.4g} ms, which meets the size "
+                                              "and memory budgets")
     return out
