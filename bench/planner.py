@@ -326,7 +326,9 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
                                              lambda plan, model: bench.measure(model, plan, data.val_x[:4]), "host")
             except BudgetInfeasibleError as exc:
                 rows.append({"budget_frac": round(float(frac), 3), "budget_ms": budget, "status": "infeasible",
-                             "reason": str(exc)[:400], "search_s": round(time.perf_counter() - start, 1)})
+                             "reason": str(exc)[:400], "search_s": round(time.perf_counter() - start, 1),
+                             "proven": getattr(exc, "proven", None),
+                             "planner_rounds": list(getattr(exc, "rounds", None) or [])})
                 _log(f"{name} {frac:.2f}: infeasible")
                 checkpoint(partial())
                 continue
