@@ -38,6 +38,7 @@ from edgeprune.schedule import prune_and_recover
 from edgeprune.structure import describe as describe_structure
 from edgeprune.scoring import score_outputs
 from edgeprune.shifts import shifted
+from edgeprune.stats import paired_difference_interval
 from edgeprune.types import SINGLE_OUTPUT_KEY, ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
 from edgeprune.vision_heads import postprocess_of
 
@@ -56,9 +57,20 @@ def predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256
                                for i in range(0, len(x), batch_size)])
 
 
-def class_accuracy(predicted: np.ndarray, labels: np.ndarray) -> dict[int, float]:
-    """Top-1 of each class present in `labels`."""
-    return {int(c): float((predicted[labels == c] == c).mean()) for c in np.unique(labels)}
+def class_accuracy(correct: np.ndarray, labels: np.ndarray) -> dict[int, float]:
+    """Top-1 of each class present in `labels`, from whether each sample was classified right."""
+    return {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)}
+
+
+def class_drops(labels: np.ndarray, dense_ok: np.ndarray, plan_ok: np.ndarray) -> dict[int, tuple[float, float, float]]:
+    """Each class's top-1 drop vs the unpruned model, in points, with its paired 95% interval: class -> (drop, low,
+    high), from whether each sample was right (`dense_ok`, `plan_ok`, aligned with `labels`)."""
+    out = {}
+    for c in np.unique(labels):
+        mask = labels == c
+        drop, low, high = paired_difference_interval(dense_ok[mask], plan_ok[mask])
+        out[int(c)] = (100.0 * drop, 100.0 * low, 100.0 * high)
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,11 +106,12 @@ class ValScore:
         metric."""
         return budget.max_accuracy_drop_pct if self.metric is None else budget.max_metric_drop
 
-    def per_class(self, model: torch.nn.Module, x: np.ndarray, y: Any, labelled: bool) -> dict[int, float] | None:
-        """Top-1 per class on (x, y), for the class guard; None without class labels or when judged by a metric."""
+    def correct(self, model: torch.nn.Module, x: np.ndarray, y: Any, labelled: bool) -> np.ndarray | None:
+        """Whether each sample of (x, y) is classified right (top-1), for the class guard; None without class labels
+        or when judged by a metric."""
         if self.metric is not None or not labelled:
             return None
-        return class_accuracy(predict_classes(model, x), y)
+        return predict_classes(model, x) == y
 
     def __call__(self, model: torch.nn.Module, x: np.ndarray, y: Any) -> float:
         if self.metric is None:
@@ -188,8 +201,10 @@ def _prune_and_recover(job: _TuneJob, plan: Plan, epochs: int, threads: int | No
                                                  epochs if prunes else 0, job.seed, threads=threads)
     if not prunes:
         model = job.module
+    ok = job.score.correct(model, job.val_x, job.val_y, job.labelled)
     return Tuned(model, job.score(model, job.val_x, job.val_y), summary, recovery,
-                 job.score.per_class(model, job.val_x, job.val_y, job.labelled), _shift_accuracy(job, model))
+                 None if ok is None else class_accuracy(ok, job.val_y),
+                 _shift_accuracy(job, model), val_correct=ok)
 
 
 def _shift_accuracy(job: _TuneJob, model: torch.nn.Module) -> float | None:
@@ -223,7 +238,9 @@ class CandidateEvaluator:
         else:  # unlabelled: top-1 agreement with the unpruned model; a metric that needs no labels gets none
             self.val_y = predict_classes(spec.module, self.val_x) if self.score.metric is None else None
         self.dense_accuracy = self.score(spec.module, self.val_x, self.val_y)
-        self.dense_class_accuracy = self.score.per_class(spec.module, self.val_x, self.val_y, self.labelled)
+        self.dense_val_correct = self.score.correct(spec.module, self.val_x, self.val_y, self.labelled)
+        self.dense_class_accuracy = (None if self.dense_val_correct is None else
+                                     class_accuracy(self.dense_val_correct, self.val_y))
         # the robustness guard scores top-1 models on labelled data only
         guarded = shift_guard and self.labelled and self.score.metric is None
         self._shifted_x = shifted(self.val_x)[0] if guarded else None
@@ -295,7 +312,8 @@ class CandidateEvaluator:
         facts = {"accuracy": tuned.accuracy, "summary": tuned.summary.to_dict(),
                  "recovery": tuned.recovery.to_dict() if tuned.recovery else None,
                  "class_accuracy": None if tuned.class_accuracy is None else
-                 [[c, a] for c, a in sorted(tuned.class_accuracy.items())], "shift_accuracy": tuned.shift_accuracy}
+                 [[c, a] for c, a in sorted(tuned.class_accuracy.items())], "shift_accuracy": tuned.shift_accuracy,
+                 "val_correct": None if tuned.val_correct is None else "".join("01"[int(v)] for v in tuned.val_correct)}
         return tuned.model.state_dict(), facts
 
     def tuned_from_record(self, plan: Plan, state: dict[str, torch.Tensor], facts: dict[str, Any]) -> Tuned:
@@ -308,10 +326,17 @@ class CandidateEvaluator:
         if facts["recovery"] is not None:
             r = {k: v for k, v in facts["recovery"].items() if k != "method"}
             recovery = RecoverySummary(**{**r, "config": RecoveryConfig(**r["config"])})
-        per_class = facts.get("class_accuracy")
+        per_class, ok = facts.get("class_accuracy"), facts.get("val_correct")
         return Tuned(model, facts["accuracy"], summary, recovery,
                      None if per_class is None else {int(c): float(a) for c, a in per_class},
-                     facts.get("shift_accuracy"))
+                     facts.get("shift_accuracy"), val_correct=None if ok is None else np.array([v == "1" for v in ok]))
+
+    def class_drops(self, tuned: Tuned) -> dict[int, tuple[float, float, float]] | None:
+        """Each class's top-1 drop on the validation split vs the unpruned model, in points, with its paired 95%
+        interval (`class_drops`); None without per-sample figures (no class labels, or a metric)."""
+        if self.dense_val_correct is None or tuned.val_correct is None:
+            return None
+        return class_drops(self.val_y, self.dense_val_correct, tuned.val_correct)
 
 
 def _take(labels: Any, idx: np.ndarray) -> Any:

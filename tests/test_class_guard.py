@@ -14,7 +14,8 @@ import edgeprune
 from edgeprune.errors import ConfigError
 from edgeprune import shifts
 from edgeprune.judge import assess_quality, assess_shift, judge
-from edgeprune.planner.device_search import DeviceSearch
+from edgeprune.evaluator import class_drops
+from edgeprune.planner.device_search import DeviceSearch, breaks_class_guard
 from edgeprune.planner.results import Tuned
 from edgeprune.profiles import host_profile
 from edgeprune.types import Measurement
@@ -73,6 +74,9 @@ class _Evaluator:
     dense_class_accuracy = {0: 1.0, 1: 0.9, 2: 0.8}
     dense_shift_accuracy = 0.9
 
+    def class_drops(self, tuned):
+        return None  # no per-sample figures: the guard judges the point drops
+
 
 class _Planner:
     evaluator = _Evaluator()
@@ -84,14 +88,52 @@ def test_the_planner_reads_the_worst_class_and_the_shift_drop_on_the_validation_
     search.profile = host_profile().with_budget(max_class_drop_pts=10.0)
     even = Tuned(None, 0.85, None, None, {0: 0.95, 1: 0.85, 2: 0.75})
     skewed = Tuned(None, 0.88, None, None, {0: 1.0, 1: 0.9, 2: 0.6})
-    assert search._worst_class(even) == (0, pytest.approx(5.0))
-    assert search._worst_class(skewed) == (2, pytest.approx(20.0))
+    assert search._worst_class(even) == (0, *[pytest.approx(5.0)] * 3)
+    assert search._worst_class(skewed) == (2, *[pytest.approx(20.0)] * 3)
     assert search._guarded(even) and not search._guarded(skewed)
     assert search._guarded(Tuned(None, 0.5, None, None, None))  # a metric-judged model: no per-class figures
     search.profile = host_profile().with_budget(max_shift_drop_pts=5.0)
     robust, brittle = (Tuned(None, 0.85, None, None, None, shift) for shift in (0.87, 0.8))
     assert search._shift_drop(robust) == pytest.approx(3.0) and search._guarded(robust)
     assert search._shift_drop(brittle) == pytest.approx(10.0) and not search._guarded(brittle)
+
+
+class _PairedEvaluator(_Evaluator):
+    """Per-sample outcomes on a validation split whose class 2 has only 5 samples (class 0 and 1: 40 each)."""
+
+    labels = np.repeat([0, 1, 2], [40, 40, 5])
+    dense_ok = np.ones(len(labels), dtype=bool)
+    dense_class_accuracy = {0: 1.0, 1: 1.0, 2: 1.0}
+
+    def class_drops(self, tuned):
+        return class_drops(self.labels, self.dense_ok, tuned.val_correct)
+
+
+def _losing(per_class: dict[int, int]) -> Tuned:
+    """A candidate that gets `per_class[c]` of class c's validation samples wrong (the dense model gets all right)."""
+    ok = np.ones(len(_PairedEvaluator.labels), dtype=bool)
+    for c, lost in per_class.items():
+        ok[np.flatnonzero(_PairedEvaluator.labels == c)[:lost]] = False
+    per = {c: float(ok[_PairedEvaluator.labels == c].mean()) for c in (0, 1, 2)}
+    return Tuned(None, float(ok.mean()), None, None, per, val_correct=ok)
+
+
+def test_the_class_guard_turns_away_a_real_loss_not_one_sample_of_a_rare_class():
+    search = DeviceSearch.__new__(DeviceSearch)
+    search.planner = type("P", (), {"evaluator": _PairedEvaluator()})()
+    search.profile = host_profile().with_budget(max_class_drop_pts=10.0)
+    one_rare = _losing({2: 1})  # 1 of 5: 20 points over a 10-point guard, but its interval reaches below 0
+    c, drop, low, high = search._worst_class(one_rare)
+    assert (c, drop) == (2, pytest.approx(20.0)) and low < 0 < high
+    assert search._guarded(one_rare)
+    three_rare = _losing({2: 3})  # 3 of 5 lost and none gained: a loss beyond noise
+    assert search._worst_class(three_rare)[2] > 0 and not search._guarded(three_rare)
+    # a common class's real 15-point loss breaks the guard, and it is the one reported, not the rare class's noise
+    common = _losing({0: 6, 2: 2})
+    c, drop, low, _ = search._worst_class(common)
+    assert (c, drop) == (0, pytest.approx(15.0)) and low > 0 and not search._guarded(common)
+    assert breaks_class_guard((15.0, 4.0, 30.0), 10.0) and not breaks_class_guard((15.0, -1.0, 30.0), 10.0)
+    assert not breaks_class_guard((8.0, 2.0, 20.0), 10.0)
 
 
 # ------------------------------------------------------------------------------------------------ shifted inputs

@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from edgeprune.limits import Costs
@@ -33,6 +34,9 @@ class Tuned:
     schedules: dict[str, float] | None = None
     """Validation score of each pruning schedule tried for the final fine-tune ('one-shot', 'iterative-3', ...),
     when the planner compared them (`Planner.final`); None when only one-shot ran."""
+    val_correct: np.ndarray | None = None
+    """Whether each validation sample is classified right (top-1), for the class guard's paired intervals (None: no
+    class labels, or judged by another metric)."""
 
 
 @dataclass
