@@ -213,6 +213,7 @@ class Config:
     fleet_only: bool = False
     fleet_budget: float = 0.7
     fractions: tuple[float, ...] | None = None
+    sensitivity_samples: int = PlanSettings.sensitivity_samples
 
 
 class Bench:
@@ -294,7 +295,8 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
     # a process pool for the sensitivity analysis and the brief fine-tunes, as `edgeprune build` uses (this script's
     # entry point is guarded, so its workers can import it)
     settings = PlanSettings(finetune_epochs=cfg.finetune_epochs, rank_epochs=min(cfg.rank_epochs, cfg.finetune_epochs),
-                            importances=cfg.importances, executor="process")
+                            importances=cfg.importances, executor="process",
+                            sensitivity_samples=cfg.sensitivity_samples)
     if cfg.fleet_only:
         with contextlib.ExitStack() as stack:
             return {"model": spec.name, "input_shape": list(spec.input_shape), "data": data.summary(),
@@ -388,7 +390,8 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
         "dense_accuracy": dense.accuracy,
         "dense_accuracy_ci95": dense.interval(),
         "settings": {"finetune_epochs": cfg.finetune_epochs, "rank_epochs": settings.rank_epochs,
-                     "importances": list(cfg.importances), "uniform_step": cfg.uniform_step},
+                     "importances": list(cfg.importances), "uniform_step": cfg.uniform_step,
+                     "sensitivity_samples": settings.sensitivity_samples},
         "timing_passes": cfg.passes,
         "budgets": rows,
         "baseline_uniform_int8": baseline,
@@ -547,6 +550,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100, help="timed runs per block and per pass")
     parser.add_argument("--passes", type=int, default=5, help="interleaved timing passes over every kept artifact")
     parser.add_argument("--uniform-step", type=float, default=0.05, help="keep-ratio step of the uniform baseline")
+    parser.add_argument("--sensitivity-samples", type=int, default=PlanSettings.sensitivity_samples,
+                        help="validation samples each sensitivity evaluation scores (fewer: a faster analysis at "
+                             "224x224, a noisier proxy)")
     parser.add_argument("--fleet", action="store_true", help="also time planning one phone vs a fleet of five")
     parser.add_argument("--fleet-only", action="store_true", help="only the fleet timing (no sweep)")
     parser.add_argument("--fleet-budget", type=float, default=0.7,
@@ -563,7 +569,7 @@ def main() -> None:
     cfg = Config(budgets=args.budgets, finetune_epochs=args.finetune_epochs, rank_epochs=args.rank_epochs,
                  importances=tuple(args.importance.split(",")), runs=args.runs, passes=args.passes,
                  uniform_step=args.uniform_step, fleet=args.fleet or args.fleet_only, fleet_only=args.fleet_only,
-                 fleet_budget=args.fleet_budget,
+                 fleet_budget=args.fleet_budget, sensitivity_samples=args.sensitivity_samples,
                  fractions=tuple(float(f) for f in args.fractions.split(",")) if args.fractions else None)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -306,3 +306,10 @@ calibration inputs (None where there are none; the criteria in `DATA_AWARE` then
 DATA_AWARE = frozenset({"taylor", "wanda"})
 """The criteria that score channels on calibration inputs (a forward pass, and for taylor a forward and backward
 pass per input, of up to `SCORE_SAMPLES` inputs before pruning)."""
+
+
+def structure_criterion(importance: str) -> str:
+    """What a transformer's heads and MLP neurons are ranked by under `importance` (`edgeprune.structure`):
+    'activation' for a criterion that looks at data (`DATA_AWARE`), 'l2' (weight norm) for any other. So l2 and
+    fpgm, or taylor and wanda, remove the same heads and neurons."""
+    return "activation" if importance in DATA_AWARE else "l2"

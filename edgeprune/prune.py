@@ -29,7 +29,7 @@ import torch_pruning as tp
 from torch import nn
 
 from edgeprune import structure
-from edgeprune.criteria import DATA_AWARE, IMPORTANCE
+from edgeprune.criteria import DATA_AWARE, IMPORTANCE, structure_criterion
 from edgeprune.errors import ConfigError, UnsupportedModelError
 from edgeprune.types import ChannelGroup, Plan, PruneSummary
 
@@ -233,7 +233,7 @@ def _restructured(model: nn.Module, example_input: torch.Tensor | None, plan: Pl
     data and calibration is given, else by weight norm."""
     if not plan.restructures:
         return model, {}
-    importance = "activation" if plan.importance in DATA_AWARE and calibration is not None else "l2"
+    importance = structure_criterion(plan.importance) if calibration is not None else "l2"
     return structure.prune_structure(model, example_input, head_keep_ratio=plan.head_keep_ratio,
                                      mlp_keep_ratio=plan.mlp_keep_ratio, keep_blocks=plan.keep_blocks,
                                      calibration=calibration, importance=importance, round_to=plan.round_to)

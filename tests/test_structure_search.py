@@ -61,3 +61,20 @@ def test_the_planner_meets_a_latency_budget_by_removing_heads_neurons_or_blocks(
     assert sum(after["blocks"].values()) == (plan.keep_blocks or 4)
     assert chosen.tuned.summary.structure  # the manifest's pruning.structure says what went
     assert chosen.tuned.summary.params_after < chosen.tuned.summary.params_before
+
+
+def test_an_encoder_is_searched_once_per_distinct_structure_criterion():
+    """fpgm ranks heads and neurons by weight norm as l2 does, wanda by activation as taylor does: on an encoder the
+    planner keeps the first of each, so no sensitivity analysis or candidate is computed twice; a CNN keeps all."""
+    gen = torch.Generator().manual_seed(1)
+    data = dataset_from_arrays(torch.rand(40, *SHAPE[1:], generator=gen).numpy(),
+                               torch.randint(0, 4, (40,), generator=gen).numpy(), SHAPE)
+    asked = ("fpgm", "l2", "wanda", "taylor")
+    settings = PlanSettings(importances=asked, executor="serial", sensitivity_samples=8)
+    vit = Planner(CandidateEvaluator(ModelSpec("test:vit", "vit", _vit(), SHAPE, "none"), data, settings), settings)
+    assert vit.importances == ("fpgm", "wanda")
+    assert vit.space(("executorch",), ("fp32",), load_profile("pixel-8")).importances == ("fpgm", "wanda")
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    conv = Planner(CandidateEvaluator(ModelSpec("test:cnn", "cnn", cnn, SHAPE, "none"), data, settings), settings)
+    assert conv.importances == asked

@@ -33,6 +33,7 @@ import torch
 
 from edgeprune._progress import Steps
 from edgeprune.cost.features import lower, trace
+from edgeprune.criteria import structure_criterion
 from edgeprune.cost.model import predict_features
 from edgeprune.planner.collaborators import Evaluator, MeasureFn
 from edgeprune.planner.journal import Journal
@@ -50,6 +51,15 @@ ITERATIVE_BELOW_MACS = 0.5
 """A chosen plan keeping less than this share of the dense MACs is also tried with an iterative pruning schedule."""
 
 
+def distinct_for_structure(importances: Sequence[str]) -> tuple[str, ...]:
+    """`importances` with each criterion dropped that ranks a transformer's heads and neurons as an earlier one
+    does (`criteria.structure_criterion`)."""
+    kept: dict[str, str] = {}
+    for importance in importances:
+        kept.setdefault(structure_criterion(importance), importance)
+    return tuple(kept.values())
+
+
 class Planner:
     """Plans for one model and data set; shared by every device of a fleet (sensitivity, traces and fine-tuned
     models are computed once)."""
@@ -63,7 +73,11 @@ class Planner:
         self.journal = journal
         self.example = evaluator.example
         # a transformer encoder is searched by its heads, MLP neurons and blocks; any other model by channel stages
-        self.buckets = structure_buckets(evaluator.encoder_structure()) or make_buckets(evaluator.channel_groups())
+        structure = structure_buckets(evaluator.encoder_structure())
+        self.buckets = structure or make_buckets(evaluator.channel_groups())
+        self.importances = distinct_for_structure(settings.importances) if structure else settings.importances
+        """The criteria searched: on an encoder, one of each that ranks heads and neurons alike (l2 and fpgm, say),
+        so the sensitivity analysis and the candidates are not computed twice."""
         self.dense_accuracy = evaluator.dense_accuracy
         self._nodes: dict[tuple[float, ...], list] = {}
         self._tuned: dict[PruneKey, Tuned] = {}
@@ -84,7 +98,7 @@ class Planner:
     def space(self, targets: Sequence[str], schemes: Sequence[str], profile: DeviceProfile) -> SearchSpace:
         s = self.settings
         threads = (s.threads,) if s.threads is not None else thread_options(profile.default_threads)
-        return SearchSpace(self.buckets, tuple(schemes), tuple(targets), s.importances, threads, seed=s.seed)
+        return SearchSpace(self.buckets, tuple(schemes), tuple(targets), self.importances, threads, seed=s.seed)
 
     @staticmethod
     def plan_of(space: SearchSpace, keep: tuple[float, ...], importance: str) -> Plan:
