@@ -3,13 +3,17 @@ many devices choose it. Real evaluations (pruning, BatchNorm, fine-tunes), count
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from edgeprune.data import load_data
 from edgeprune.evaluator import CandidateEvaluator
 from edgeprune.examples import digits
-from edgeprune.planner import Planner, PlanSettings
+from edgeprune.planner import Candidate, Planner, PlanSettings
+from edgeprune.planner.device_search import reusable_within_noise
+from edgeprune.planner.results import Tuned
 from edgeprune.profiles import load_profile
+from edgeprune.stats import paired_difference_interval
 from edgeprune.types import ModelSpec
 
 
@@ -59,3 +63,24 @@ def test_a_second_device_reuses_the_first_devices_sensitivity_and_fine_tunes(dig
     assert len(evaluator.tuned) == tuned, "a fleet device fine-tuned a model within noise of one it already had"
     assert third.candidate.prune_key == first.candidate.prune_key
     assert any("fine-tuned earlier in this run" in f.get("why", "") for f in third.finetuned)
+
+
+def _tuned(accuracy: float, wrong: list[int], n: int = 2000) -> Tuned:
+    ok = np.ones(n, dtype=bool)
+    ok[wrong] = False
+    return Tuned(None, accuracy, None, None, val_correct=ok)
+
+
+def test_a_model_fine_tuned_for_another_device_is_reused_when_the_best_here_is_not_better_beyond_noise():
+    """After the brief ranking: the best candidate here (2 of 2000 wrong) against models fine-tuned for earlier
+    devices, each by its own brief fine-tune on the same validation samples."""
+    best = _tuned(0.999, [0, 1])
+    near = Candidate((0.5, 0.5), "fp32", "executorch")  # 4 wrong: within noise of the best
+    far = Candidate((0.25, 0.25), "fp32", "executorch")  # 40 wrong: beaten beyond noise
+    near_brief, far_brief = _tuned(0.998, [0, 1, 2, 3]), _tuned(0.98, list(range(40)))
+    assert paired_difference_interval(best.val_correct, far_brief.val_correct)[1] > 0
+    inherited = [(_tuned(0.985, []), far_brief, far), (_tuned(0.9985, []), near_brief, near)]
+    assert reusable_within_noise(best, inherited) == (near, 0.9985)
+    assert reusable_within_noise(best, inherited[:1]) is None
+    # a metric-judged model has no per-sample outcomes: nothing is reused by this rule
+    assert reusable_within_noise(Tuned(None, 0.9, None, None), inherited) is None

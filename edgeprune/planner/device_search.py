@@ -28,13 +28,14 @@ from edgeprune.limits import Costs, Limits, measured_on_device
 from edgeprune.planner.collaborators import MeasureFn
 from edgeprune.planner.correction import Correction
 from edgeprune.planner.pareto import pareto_front
-from edgeprune.planner.planner import Planner
+from edgeprune.planner.planner import Planner, PruneKey
 from edgeprune.planner.results import DevicePlan, RoundReport, Tuned, candidate_dict, costs_dict
 from edgeprune.planner.search import Visit, greedy, is_uniform, optuna_search, uniform
 from edgeprune.planner.settings import SCHEME_PREFERENCE
 from edgeprune.planner.space import Candidate
 from edgeprune.planner.verdicts import measured_infeasible, predicted_infeasible, with_rounds
 from edgeprune.profiles import DeviceProfile
+from edgeprune.stats import paired_difference_interval
 from edgeprune.types import Measurement
 
 EXTRA_ROUNDS = 2
@@ -418,6 +419,10 @@ class DeviceSearch:
         best = max(scored, key=lambda t: (self._guarded(t[4]), *t[:3]))
         pruned = [t for t in scored if not unpruned(t[3].candidate)]
         if not unpruned(best[3].candidate) or not pruned:
+            if self.planner.fully_tuned(best[3].candidate.prune_key) is None:
+                reused = self._reused_after_ranking(best[4], preference)
+                if reused is not None:
+                    return reused, 0.0
             return best[3].candidate, 0.0
         contender = max(pruned, key=lambda t: (self._guarded(t[4]), *t[:3]))
         tuned, seconds = self.planner.final(self.space, contender[3].candidate)
@@ -430,17 +435,10 @@ class DeviceSearch:
             return contender[3].candidate, seconds  # its final fine-tune, done early
         return best[3].candidate, 0.0  # the full fine-tune was part of the search
 
-    def _shared_in_fleet(self, best_proxy: float, preference) -> Candidate | None:
-        """A pruned model fine-tuned in full before this search (for another device of the fleet, or another
-        budget), when it fits this device's budgets and its proxy accuracy is within noise of the best candidate
-        found here: one standard error of an accuracy over the sensitivity samples. Reusing it costs no fine-tune; a
-        candidate a hair more accurate by the proxy would cost a ranking and a full fine-tune of its own. The most
-        accurate such model (by its full fine-tune) is chosen, at its most preferred scheme and thread count."""
-        n = max(1, self.planner.evaluator.sensitivity_samples)
-        p = min(max(best_proxy, 0.0), 1.0)
-        # a metric's proxy has no binomial noise model: its models are reused only when at least as good
-        noise = math.sqrt(max(p * (1.0 - p), 1.0 / n) / n) if self.planner.evaluator.score.top1 else 0.0
-        found: list[tuple[float, Candidate]] = []
+    def _inherited(self, preference) -> list[tuple[PruneKey, Tuned, Candidate]]:
+        """The pruned models fine-tuned in full before this search (for another device of the fleet, or another
+        budget) that fit this device's budgets (predicted), each with its most preferred variant here."""
+        out = []
         for (keep, importance), tuned in self.planner.fully_tuned_items():
             if ((keep, importance) not in self.inherited or importance not in self.space.importances
                     or len(keep) != len(self.space.buckets)):
@@ -450,18 +448,49 @@ class DeviceSearch:
                                 for threads in self.space.threads)
                     if (c.target, c.scheme, c.threads) not in self.dropped
                     and self.limits.met(self.costs(c), self.settings.margin)]
-            if fits and self.proxy(fits[0]) >= best_proxy - noise and self._guarded(tuned):
-                found.append((tuned.accuracy, min(fits, key=preference)))
+            if fits and self._guarded(tuned):
+                out.append(((keep, importance), tuned, min(fits, key=preference)))
+        return out
+
+    def _shared_in_fleet(self, best_proxy: float, preference) -> Candidate | None:
+        """Before any ranking: an inherited model (`_inherited`) whose proxy accuracy is within noise of the best
+        candidate found here: one standard error of an accuracy over the sensitivity samples. Reusing it costs no
+        fine-tune; a candidate a hair more accurate by the proxy would cost a ranking and a full fine-tune of its
+        own. The most accurate such model (by its full fine-tune) is chosen, at its most preferred scheme and thread
+        count."""
+        n = max(1, self.planner.evaluator.sensitivity_samples)
+        p = min(max(best_proxy, 0.0), 1.0)
+        # a metric's proxy has no binomial noise model: its models are reused only when at least as good
+        noise = math.sqrt(max(p * (1.0 - p), 1.0 / n) / n) if self.planner.evaluator.score.top1 else 0.0
+        found = [(tuned.accuracy, cand) for _, tuned, cand in self._inherited(preference)
+                 if self.proxy(cand) >= best_proxy - noise]
         if not found:
             return None
         accuracy, cand = max(found, key=lambda t: (t[0], -preference(t[1])[0]))
+        self._note_reuse(cand, accuracy, f"its proxy accuracy is within {100 * noise:.2f} points (one standard "
+                                         "error) of the best candidate here")
+        return cand
+
+    def _reused_after_ranking(self, best: Tuned, preference) -> Candidate | None:
+        """After the ranking: an inherited model (`_inherited`) that the best candidate here does not beat beyond
+        noise after the same brief fine-tune (`reusable_within_noise`); reusing it saves this device's full
+        fine-tune."""
+        _, briefs = self.planner.fine_tune_cache(brief=True)
+        inherited = [(full, briefs.get(key), cand) for key, full, cand in self._inherited(preference)]
+        found = reusable_within_noise(best, [(f, b, c) for f, b, c in inherited if b is not None])
+        if found is None:
+            return None
+        cand, accuracy = found
+        self._note_reuse(cand, accuracy, "after the same brief fine-tune, the best candidate here is not more "
+                                         "accurate beyond noise (paired 95% interval on the validation split)")
+        return cand
+
+    def _note_reuse(self, cand: Candidate, accuracy: float, why: str) -> None:
         entry = candidate_dict(cand, self.space) | {
             "accuracy": accuracy, "epochs": self.settings.finetune_epochs,
-            "why": f"fine-tuned earlier in this run (another device or budget); its proxy accuracy is within "
-                   f"{100 * noise:.2f} points (one standard error) of the best candidate here, so no new fine-tune"}
+            "why": f"fine-tuned earlier in this run (another device or budget); {why}, so no new fine-tune"}
         if entry not in self.finetuned:
             self.finetuned.append(entry)
-        return cand
 
     def _fastest_within(self, options: list[Visit], max_drop: float | None) -> Candidate:
         """Bisection over the candidates sorted by latency (accuracy falls roughly monotonically with latency):
@@ -524,6 +553,27 @@ class DeviceSearch:
 def _amount(drop: float, score) -> str:
     """A drop in its unit: '1.25 points' for top-1, '0.0132 miou' for a metric."""
     return f"{drop:.2f} {score.unit}" if score.top1 else f"{drop:.4g} {score.unit}"
+
+
+def reusable_within_noise(best: Tuned, inherited: Sequence[tuple[Tuned, Tuned, Candidate]]
+                          ) -> tuple[Candidate, float] | None:
+    """Of `inherited` (a model's full fine-tune, its brief fine-tune, its candidate here), the one whose brief
+    fine-tune `best` (this device's best candidate after its brief fine-tune) does not beat beyond noise: the paired
+    95% interval of their validation top-1 difference (Newcombe's, over the same samples) reaches 0. Of several,
+    the most accurate by its full fine-tune; with its accuracy. None without per-sample outcomes (a metric)."""
+    if best.val_correct is None:
+        return None
+    found = []
+    for full, brief, cand in inherited:
+        if brief.val_correct is None or len(brief.val_correct) != len(best.val_correct):
+            continue
+        _, low, _ = paired_difference_interval(best.val_correct, brief.val_correct)
+        if low <= 0:
+            found.append((full.accuracy, cand))
+    if not found:
+        return None
+    accuracy, cand = max(found, key=lambda t: t[0])
+    return cand, accuracy
 
 
 def breaks_class_guard(drop: tuple[float, float, float], limit_pts: float) -> bool:
