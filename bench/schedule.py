@@ -5,10 +5,11 @@ Each schedule is `edgeprune.schedule.prune_and_recover`, the function the planne
 
 - one-shot: prune, then fine-tune --epochs;
 - iterative: `Plan.prune_steps` = --steps, the plan the planner's `_scheduled` builds with `dataclasses.replace`:
-  prune a step, fine-tune `step_epochs` (an equal share of --epochs, at least 1), repeat, then fine-tune --epochs.
-  So it trains (steps - 1) x step_epochs epochs more than one-shot;
-- one-shot at the iterative schedule's total epochs (--epochs + those brief ones): the control for that extra
-  training (--no-matched leaves it out);
+  prune a step, fine-tune `step_epochs` (an equal share of --epochs, at least 1), repeat, then fine-tune the
+  epochs left (`final_epochs`, at least 1). So it trains --epochs in all, as one-shot does (before commit
+  "Iterative schedule: ..." it fine-tuned --epochs after the last step, (steps - 1) x step_epochs more);
+- one-shot at the iterative schedule's total epochs, where that differs from --epochs (fewer epochs than steps):
+  the control for the extra training (--no-matched leaves it out);
 - both schedules with no fine-tune at all (epochs 0): what there is to recover.
 
 Accuracy is PyTorch's argmax on the test split (fp32: the runtime adds nothing to a comparison of schedules), with
@@ -42,7 +43,7 @@ from edgeprune._deps import package_version  # noqa: E402
 from edgeprune._io import atomic_write_json  # noqa: E402
 from edgeprune._torch import torch_threads  # noqa: E402
 from edgeprune.prune import as_tensor  # noqa: E402
-from edgeprune.schedule import prune_and_recover, step_epochs  # noqa: E402
+from edgeprune.schedule import final_epochs, prune_and_recover, step_epochs  # noqa: E402
 from edgeprune.stats import paired_difference_interval, wilson_interval  # noqa: E402
 from edgeprune.types import Dataset, Plan  # noqa: E402
 
@@ -69,7 +70,7 @@ def run_keep(model: torch.nn.Module, example: torch.Tensor, calib: torch.Tensor,
     base = Plan(target="executorch", scheme="fp32", keep_ratio=keep, importance=args.importance, seed=args.seed)
     iterative = dataclasses.replace(base, prune_steps=args.steps)  # as the planner's `_scheduled` builds it
     brief = step_epochs(args.epochs, args.steps)
-    total = args.epochs + (args.steps - 1) * brief
+    total = (args.steps - 1) * brief + final_epochs(args.epochs, args.steps)
     runs = [("no_finetune", base, 0), ("iterative_no_finetune", iterative, 0),
             ("one_shot", base, args.epochs), ("iterative", iterative, args.epochs)]
     if args.matched and total != args.epochs:
@@ -84,7 +85,8 @@ def run_keep(model: torch.nn.Module, example: torch.Tensor, calib: torch.Tensor,
         wall_s = time.perf_counter() - start
         correct[name] = _correct(pruned, data.eval_x, data.eval_y)
         rows[name] = {"prune_steps": summary.prune_steps, "finetune_epochs": epochs,
-                      "finetune_epochs_total": epochs + (brief * recovery.between_steps if recovery else 0),
+                      "finetune_epochs_total": (recovery.config.epochs + recovery.step_epochs * recovery.between_steps
+                                                if recovery else 0),
                       "params": summary.params_after, "macs": summary.macs_after,
                       "params_kept": round(summary.params_after / summary.params_before, 4),
                       "macs_kept": round(summary.macs_after / summary.macs_before, 4),
@@ -115,7 +117,8 @@ def markdown(out: dict[str, Any]) -> str:
     """Two tables: test top-1 with the paired differences, and the architecture and fine-tune seconds."""
     s = out["settings"]
     matched = any("one_shot_matched" in k["schedules"] for k in out["keeps"])
-    total = s["epochs"] + (s["steps"] - 1) * s["step_epochs"]
+    final = s.get("final_epochs", s["epochs"])  # older runs fine-tuned --epochs after the last step
+    total = (s["steps"] - 1) * s["step_epochs"] + final
     head = (f"| keep | no fine-tune | one-shot {s['epochs']} ep | iterative {s['steps']} steps | "
             "iterative − one-shot (pts) |")
     rule = "|---|---|---|---|---|"
@@ -124,7 +127,7 @@ def markdown(out: dict[str, Any]) -> str:
         rule += "---|---|"
     lines = [f"Test top-1 % [95% Wilson] on {out['data']['test']} samples (dense "
              f"{100 * out['dense']['top1']:.2f}); differences paired (Newcombe 95%). Iterative: "
-             f"{s['steps']} steps, {s['step_epochs']} epoch(s) between them, then {s['epochs']} "
+             f"{s['steps']} steps, {s['step_epochs']} epoch(s) between them, then {final} "
              f"= {total} epochs in all.", "", head, rule]
     for k in out["keeps"]:
         r, p = k["schedules"], k["paired"]
@@ -180,6 +183,7 @@ def main() -> None:
         "scored_by": "PyTorch argmax on the test split; 95% Wilson intervals; *_pts = paired difference "
                      "(Newcombe) in points, [diff, low, high]",
         "settings": {"epochs": args.epochs, "steps": args.steps, "step_epochs": step_epochs(args.epochs, args.steps),
+                     "final_epochs": final_epochs(args.epochs, args.steps),
                      "importance": args.importance, "scheme": "fp32", "seed": args.seed, "threads": args.threads,
                      "finetune": "edgeprune.schedule.prune_and_recover (recover: distillation + labels, train split)"},
         "model": spec.name,

@@ -46,7 +46,7 @@ from edgeprune.recover import RecoverySummary
 from edgeprune.report import write_report
 from edgeprune.runners import get_runner
 from edgeprune.runners.base import measure_in_blocks
-from edgeprune.schedule import prune_and_recover, step_epochs
+from edgeprune.schedule import final_epochs, prune_and_recover, step_epochs
 from edgeprune.scoring import MetricArg, metric_quality, resolve_metric, score_outputs
 from edgeprune.shifts import shifted
 from edgeprune.target_specs import recorded_distributions
@@ -315,7 +315,8 @@ def _fixed_plan(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps:
     label = f"keep {plan.keep_ratio:.0%} of channels" if not plan.layer_keep_ratios else "per-layer keep ratios"
     epochs = request.finetune_epochs if request.prunes else 0
     if plan.prune_steps > 1:
-        label += f", in {plan.prune_steps} steps with {step_epochs(epochs, plan.prune_steps)}-epoch fine-tunes between"
+        label += (f", in {plan.prune_steps} steps with {step_epochs(epochs, plan.prune_steps)}-epoch fine-tunes "
+                  f"between and {final_epochs(epochs, plan.prune_steps)} after")
     # prune (BatchNorm re-estimated) and fine-tune on the threads the planner's own fine-tunes use, so that a
     # replayed plan gives its weights bit for bit
     with torch_threads(request.finetune_threads or usable_cores()):

@@ -1,8 +1,9 @@
 """How a plan's channels are removed and its accuracy recovered: one-shot (prune, then fine-tune) or iterative
-(`Plan.prune_steps` > 1: prune a step, fine-tune briefly, repeat, then fine-tune in full).
+(`Plan.prune_steps` > 1: prune a step, fine-tune briefly, repeat, then fine-tune for the epochs left).
 
-Iterative schedules keep more accuracy where much is removed at once (the fine-tune between steps lets the model
-move what the next step takes onto the channels that stay). The planner and `build`/`apply` both call
+Iterative schedules can keep more accuracy where much is removed at once (the fine-tune between steps lets the
+model move what the next step takes onto the channels that stay); at equal epochs on MNIST-1D they did not
+(docs/benchmarks.md), so the planner tries both and keeps the better on validation. The planner and `build`/`apply` both call
 `prune_and_recover`, so `edgeprune apply plan.yaml` replays the planner's weights.
 """
 
@@ -25,6 +26,13 @@ def step_epochs(epochs: int, steps: int) -> int:
     return 0 if epochs == 0 else max(1, epochs // steps)
 
 
+def final_epochs(epochs: int, steps: int) -> int:
+    """Epochs of the full fine-tune after the last of `steps` pruning steps: what the brief fine-tunes between steps
+    leave of `epochs`, at least one. So an iterative schedule trains as long as one-shot does (`epochs` in all; one
+    epoch more where `epochs` < `steps`), and the planner compares the two schedules, not two training lengths."""
+    return 0 if epochs == 0 else max(1, epochs - step_epochs(epochs, steps) * (steps - 1))
+
+
 def prune_and_recover(
     module: nn.Module,
     example: torch.Tensor,
@@ -37,8 +45,8 @@ def prune_and_recover(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[nn.Module, PruneSummary, RecoverySummary | None]:
     """`module` pruned to `plan` and fine-tuned `epochs` by `recover.recover` (on `threads`; None: every usable
-    core); an iterative plan also fine-tunes `step_epochs` between its steps. The recovery is None when `epochs`
-    is 0."""
+    core); an iterative plan spends `step_epochs` of them after each step but the last and `final_epochs` after
+    the last. The recovery is None when `epochs` is 0."""
     between: list[RecoverySummary] = []
     brief = step_epochs(epochs, plan.prune_steps)
 
@@ -48,7 +56,9 @@ def prune_and_recover(
             between.append(summary)
 
     pruned, summary = prune(module, example, calibration, plan, fine_tune_between if brief else None)
-    recovery = recover(pruned, module, dataset, epochs, seed, progress=progress, threads=threads)
+    # (a model pruned chain by chain takes one step whatever the plan: then no epochs went to brief fine-tunes)
+    recovery = recover(pruned, module, dataset, final_epochs(epochs, 1 + len(between)), seed, progress=progress,
+                       threads=threads)
     if recovery is not None and between:
         recovery = dataclasses.replace(recovery, seconds=recovery.seconds + sum(b.seconds for b in between),
                                        between_steps=len(between), step_epochs=brief)

@@ -12,6 +12,7 @@ import torch
 from edgeprune.errors import ConfigError
 from edgeprune.examples import digits
 from edgeprune.prune import layer_widths, prune
+from edgeprune.schedule import final_epochs, step_epochs
 from edgeprune.types import Plan
 
 
@@ -43,6 +44,14 @@ def test_iterative_pruning_reaches_the_one_shot_widths_in_equal_steps():
         assert dense[name] == before
     assert summary.channels == once.channels and summary.prune_steps == 3 and once.prune_steps == 1
     assert layer_widths(stepped) == layer_widths(one_shot)
+
+
+def test_an_iterative_schedule_trains_as_many_epochs_as_one_shot():
+    for epochs, steps in ((10, 3), (3, 3), (6, 2), (5, 1)):
+        assert step_epochs(epochs, steps) * (steps - 1) + final_epochs(epochs, steps) == epochs
+    assert (step_epochs(10, 3), final_epochs(10, 3)) == (3, 4)
+    assert final_epochs(2, 3) == 1  # fewer epochs than steps: one each, one more than one-shot
+    assert final_epochs(0, 3) == step_epochs(0, 3) == 0
 
 
 def test_prune_steps_below_one_is_a_config_error():
@@ -105,6 +114,7 @@ def test_the_planner_keeps_the_better_schedule_and_apply_replays_an_iterative_pl
                                                                ("executorch",))
     assert applied_plan.prune_steps == 3 and summary.prune_steps == 3
     assert recovery is not None and recovery.between_steps == 2 and recovery.step_epochs == 1
+    assert recovery.config.epochs == final_epochs(2, 3) == 1
     assert "iterative pruning schedule" in recovery.to_dict()["method"]
     assert summary.channels == stepped.summary.channels
     assert _sha256(applied) == _sha256(stepped.model)
