@@ -465,12 +465,14 @@ def fleet_ratio(spec: ModelSpec, data: Dataset, settings: PlanSettings, stack: c
         fresh = stack.enter_context(planner_for(spec, data, settings))
         start = time.perf_counter()
         done, final_s = 0, 0.0
+        profiles = []
         for device in devices:
             prof = load_profile(device)
             dense_pred = predict(prof, spec.module, torch.zeros(spec.input_shape), "executorch", "fp32").latency_p50_ms
-            prof = prof.with_budget(latency_ms=fraction * dense_pred, max_accuracy_drop_pct=100.0)
+            profiles.append(prof.with_budget(latency_ms=fraction * dense_pred, max_accuracy_drop_pct=100.0))
+        for device, prof in zip(devices, profiles):
             try:
-                chosen = fresh.plan_device(prof, ("executorch",), None, "host")
+                chosen = fresh.plan_device(prof, ("executorch",), None, "host", fleet=profiles)
                 final_s += chosen.final_finetune_s
                 done += 1
                 fleet.setdefault(f"{len(devices)}_devices_plans", []).append(f"{device}: {chosen.candidate.label()}")

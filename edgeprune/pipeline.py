@@ -428,7 +428,8 @@ def _planned(request: BuildRequest, spec: ModelSpec, dataset: Dataset, steps: St
         if journal.resumed:
             steps.note(f"Resuming from the journal {journal.folder} ({journal.entries()} evaluations recorded)")
         for prof in profiles:
-            chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where)
+            chosen = planner.plan_device(prof, targets_by_device[prof.name], measure, exports.runner.where,
+                                         fleet=profiles)
             plan = chosen.plan
             out[prof.name] = _Assignment(chosen.tuned.model, plan, (plan.target,), chosen.tuned.summary,
                                          chosen.tuned.recovery, chosen.report(), chosen.measurement, plan.threads)

@@ -10,7 +10,7 @@ from edgeprune.data import load_data
 from edgeprune.evaluator import CandidateEvaluator
 from edgeprune.examples import digits
 from edgeprune.planner import Candidate, Planner, PlanSettings
-from edgeprune.planner.device_search import reusable_within_noise
+from edgeprune.planner.device_search import fleet_wide_choice, reusable_within_noise
 from edgeprune.planner.results import Tuned
 from edgeprune.profiles import load_profile
 from edgeprune.stats import paired_difference_interval
@@ -84,3 +84,15 @@ def test_a_model_fine_tuned_for_another_device_is_reused_when_the_best_here_is_n
     assert reusable_within_noise(best, inherited[:1]) is None
     # a metric-judged model has no per-sample outcomes: nothing is reused by this rule
     assert reusable_within_noise(Tuned(None, 0.9, None, None), inherited) is None
+
+
+def test_a_fleet_prefers_the_plan_that_fits_the_most_devices_at_equal_accuracy_within_noise():
+    best = _tuned(0.999, [0, 1])
+    own = Candidate((0.75, 0.5), "fp32", "executorch")  # the most accurate, fits this device only
+    shared = Candidate((0.5, 0.5), "fp32", "executorch")  # within noise of it, fits 4 other devices
+    worse = Candidate((0.25, 0.25), "fp32", "executorch")  # fits all 4, but beaten beyond noise
+    options = [(best, own), (_tuned(0.998, [0, 1, 2, 3]), shared), (_tuned(0.98, list(range(40))), worse)]
+    fits = {own: 0, shared: 4, worse: 4}.get
+    assert fleet_wide_choice(best, options, fits) == shared
+    assert fleet_wide_choice(best, options, lambda c: 0) == own  # no device to share with: the most accurate
+    assert fleet_wide_choice(Tuned(None, 0.9, None, None), options, fits) is None

@@ -21,7 +21,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from edgeprune.errors import BudgetInfeasibleError, ConfigError
 from edgeprune.limits import Costs, Limits, measured_on_device
@@ -32,7 +32,7 @@ from edgeprune.planner.planner import Planner, PruneKey
 from edgeprune.planner.results import DevicePlan, RoundReport, Tuned, candidate_dict, costs_dict
 from edgeprune.planner.search import Visit, greedy, is_uniform, optuna_search, uniform
 from edgeprune.planner.settings import SCHEME_PREFERENCE
-from edgeprune.planner.space import Candidate
+from edgeprune.planner.space import Candidate, thread_options
 from edgeprune.planner.verdicts import measured_infeasible, predicted_infeasible, with_rounds
 from edgeprune.profiles import DeviceProfile
 from edgeprune.stats import paired_difference_interval
@@ -50,7 +50,7 @@ class DeviceSearch:
     """The search for one device: the correction learnt from its measurements, the plans measured, the rounds."""
 
     def __init__(self, planner: Planner, profile: DeviceProfile, targets: Sequence[str], measure: MeasureFn | None,
-                 where: str):
+                 where: str, fleet: Sequence[DeviceProfile] = ()):
         self.planner, self.settings = planner, planner.settings
         self.profile, self.measure_fn, self.where = profile, measure, where
         self.space = planner.space(targets, self.settings.schemes, profile)
@@ -65,6 +65,8 @@ class DeviceSearch:
         self.finetuned: list[dict[str, Any]] = []
         self.anchored: dict[tuple[str, str, int], float] = {}  # (target, scheme, threads): the unpruned model's ms
         self.dropped: dict[tuple[str, str, int], str] = {}
+        self.fleet = tuple(fleet)
+        """The run's other devices: a plan that also fits theirs can serve them without a fine-tune of their own."""
         self.inherited = {key for key, _ in planner.fully_tuned_items()}
         """Pruned models fine-tuned in full before this search (for other devices or budgets of the run)."""
         self.start = time.perf_counter()
@@ -410,6 +412,9 @@ class DeviceSearch:
         ranked = options[: self.settings.top_k]
         # the best uniform plan is always ranked too: a searched plan is chosen only if it beats it after fine-tuning
         ranked += [v for v in options if is_uniform(v.candidate)][:1]
+        # in a fleet, the most promising plan that fits every other device too: one fine-tune could serve them all
+        if self.fleet:
+            ranked += next(([v] for v in options if self._fleet_fits(v.candidate) == len(self.fleet)), [])
         self.planner.tune_all(self.space, [v.candidate.prune_key for v in ranked], brief=True)  # side by side
         scored = []
         for v in dict.fromkeys(ranked):
@@ -418,6 +423,10 @@ class DeviceSearch:
         # the class guard first: a candidate that keeps every class within its budget beats a more accurate one
         best = max(scored, key=lambda t: (self._guarded(t[4]), *t[:3]))
         pruned = [t for t in scored if not unpruned(t[3].candidate)]
+        if self.fleet and not unpruned(best[3].candidate):
+            wide = fleet_wide_choice(best[4], [(t[4], t[3].candidate) for t in pruned if self._guarded(t[4])],
+                                     self._fleet_fits)
+            best = next(t for t in scored if t[3].candidate == wide) if wide is not None else best
         if not unpruned(best[3].candidate) or not pruned:
             if self.planner.fully_tuned(best[3].candidate.prune_key) is None:
                 reused = self._reused_after_ranking(best[4], preference)
@@ -434,6 +443,20 @@ class DeviceSearch:
         if (tuned.accuracy, *contender[1:3]) > best[:3]:
             return contender[3].candidate, seconds  # its final fine-tune, done early
         return best[3].candidate, 0.0  # the full fine-tune was part of the search
+
+    def _fleet_fits(self, cand: Candidate) -> int:
+        """How many of the run's other devices `cand`'s pruned model fits by prediction (at some scheme and thread
+        count of theirs, on this search's targets), each device's budgets with the search margin to spare."""
+        count = 0
+        for other in self.fleet:
+            limits = Limits.of(other)
+            variants = (Candidate(cand.keep, scheme, target, cand.importance, threads)
+                        for target in self.space.targets for scheme in self.space.schemes
+                        for threads in thread_options(other.default_threads))
+            if any(limits.met(_costs(self.planner.predicted(other, self.space, c)), self.settings.margin)
+                   for c in variants):
+                count += 1
+        return count
 
     def _inherited(self, preference) -> list[tuple[PruneKey, Tuned, Candidate]]:
         """The pruned models fine-tuned in full before this search (for another device of the fleet, or another
@@ -555,6 +578,31 @@ def _amount(drop: float, score) -> str:
     return f"{drop:.2f} {score.unit}" if score.top1 else f"{drop:.4g} {score.unit}"
 
 
+def _costs(p) -> Costs:
+    """A cost-model prediction as the costs budgets judge."""
+    return Costs(latency_ms=p.latency_p50_ms, model_size_mb=p.model_size_mb, peak_memory_mb=p.peak_memory_mb,
+                 energy_mj=p.energy_mj)
+
+
+def fleet_wide_choice(best: Tuned, options: Sequence[tuple[Tuned, Candidate]],
+                      fits: Callable[[Candidate], int]) -> Candidate | None:
+    """Of `options` (pruned candidates after the same brief fine-tune), those that `best` (the most accurate) does
+    not beat beyond noise (`_not_beaten`), the one whose model fits the most of the fleet's other devices (`fits`),
+    then the most accurate. None without per-sample outcomes (a metric) or options."""
+    if best.val_correct is None:
+        return None
+    close = [(fits(cand), tuned.accuracy, cand) for tuned, cand in options if _not_beaten(best, tuned)]
+    return max(close, key=lambda t: t[:2])[2] if close else None
+
+
+def _not_beaten(best: Tuned, other: Tuned) -> bool:
+    """Whether `best` is not more accurate than `other` beyond noise: the paired 95% interval of their validation
+    top-1 difference (Newcombe's, over the same samples) reaches 0."""
+    if other.val_correct is None or len(other.val_correct) != len(best.val_correct):
+        return False
+    return paired_difference_interval(best.val_correct, other.val_correct)[1] <= 0
+
+
 def reusable_within_noise(best: Tuned, inherited: Sequence[tuple[Tuned, Tuned, Candidate]]
                           ) -> tuple[Candidate, float] | None:
     """Of `inherited` (a model's full fine-tune, its brief fine-tune, its candidate here), the one whose brief
@@ -563,13 +611,7 @@ def reusable_within_noise(best: Tuned, inherited: Sequence[tuple[Tuned, Tuned, C
     the most accurate by its full fine-tune; with its accuracy. None without per-sample outcomes (a metric)."""
     if best.val_correct is None:
         return None
-    found = []
-    for full, brief, cand in inherited:
-        if brief.val_correct is None or len(brief.val_correct) != len(best.val_correct):
-            continue
-        _, low, _ = paired_difference_interval(best.val_correct, brief.val_correct)
-        if low <= 0:
-            found.append((full.accuracy, cand))
+    found = [(full.accuracy, cand) for full, brief, cand in inherited if _not_beaten(best, brief)]
     if not found:
         return None
     accuracy, cand = max(found, key=lambda t: t[0])

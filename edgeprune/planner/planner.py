@@ -87,12 +87,15 @@ class Planner:
         self._timing_models: dict[tuple[float, ...], torch.nn.Module] = {}
 
     def plan_device(self, profile: DeviceProfile, targets: Sequence[str], measure: MeasureFn | None,
-                    where: str) -> DevicePlan:
+                    where: str, fleet: Sequence[DeviceProfile] = ()) -> DevicePlan:
         """Search, fine-tune the best candidates and close the loop on the device; raises BudgetInfeasibleError
-        (exit 3) saying which budget binds when no plan meets the budgets."""
+        (exit 3) saying which budget binds when no plan meets the budgets. `fleet`: every device the run plans for
+        (this one may be among them); at equal accuracy within noise, the plan that fits the most of them by
+        prediction is chosen, so that later devices can take its fine-tuned model instead of fine-tuning their own."""
         from edgeprune.planner.device_search import DeviceSearch  # it builds on this class
 
-        return DeviceSearch(self, profile, targets, measure, where).run()
+        others = tuple(p for p in fleet if p.name != profile.name)
+        return DeviceSearch(self, profile, targets, measure, where, others).run()
 
     # ------------------------------------------------------------------------------------------ the space
     def space(self, targets: Sequence[str], schemes: Sequence[str], profile: DeviceProfile) -> SearchSpace:
