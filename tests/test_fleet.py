@@ -10,7 +10,7 @@ from edgeprune.data import load_data
 from edgeprune.evaluator import CandidateEvaluator
 from edgeprune.examples import digits
 from edgeprune.planner import Candidate, Planner, PlanSettings
-from edgeprune.planner.device_search import fleet_wide_choice, reusable_within_noise
+from edgeprune.planner.sharing import fleet_wide_choice, reusable_within_noise
 from edgeprune.planner.results import Tuned
 from edgeprune.profiles import load_profile
 from edgeprune.stats import paired_difference_interval

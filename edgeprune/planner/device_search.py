@@ -21,7 +21,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from edgeprune.errors import BudgetInfeasibleError, ConfigError
 from edgeprune.limits import Costs, Limits, measured_on_device
@@ -32,10 +32,10 @@ from edgeprune.planner.planner import Planner, PruneKey
 from edgeprune.planner.results import DevicePlan, RoundReport, Tuned, candidate_dict, costs_dict
 from edgeprune.planner.search import Visit, greedy, is_uniform, optuna_search, uniform
 from edgeprune.planner.settings import SCHEME_PREFERENCE
+from edgeprune.planner.sharing import fleet_wide_choice, reusable_within_noise
 from edgeprune.planner.space import Candidate, thread_options
 from edgeprune.planner.verdicts import measured_infeasible, predicted_infeasible, with_rounds
 from edgeprune.profiles import DeviceProfile
-from edgeprune.stats import paired_difference_interval
 from edgeprune.types import Measurement
 
 EXTRA_ROUNDS = 2
@@ -582,40 +582,6 @@ def _costs(p) -> Costs:
     """A cost-model prediction as the costs budgets judge."""
     return Costs(latency_ms=p.latency_p50_ms, model_size_mb=p.model_size_mb, peak_memory_mb=p.peak_memory_mb,
                  energy_mj=p.energy_mj)
-
-
-def fleet_wide_choice(best: Tuned, options: Sequence[tuple[Tuned, Candidate]],
-                      fits: Callable[[Candidate], int]) -> Candidate | None:
-    """Of `options` (pruned candidates after the same brief fine-tune), those that `best` (the most accurate) does
-    not beat beyond noise (`_not_beaten`), the one whose model fits the most of the fleet's other devices (`fits`),
-    then the most accurate. None without per-sample outcomes (a metric) or options."""
-    if best.val_correct is None:
-        return None
-    close = [(fits(cand), tuned.accuracy, cand) for tuned, cand in options if _not_beaten(best, tuned)]
-    return max(close, key=lambda t: t[:2])[2] if close else None
-
-
-def _not_beaten(best: Tuned, other: Tuned) -> bool:
-    """Whether `best` is not more accurate than `other` beyond noise: the paired 95% interval of their validation
-    top-1 difference (Newcombe's, over the same samples) reaches 0."""
-    if other.val_correct is None or len(other.val_correct) != len(best.val_correct):
-        return False
-    return paired_difference_interval(best.val_correct, other.val_correct)[1] <= 0
-
-
-def reusable_within_noise(best: Tuned, inherited: Sequence[tuple[Tuned, Tuned, Candidate]]
-                          ) -> tuple[Candidate, float] | None:
-    """Of `inherited` (a model's full fine-tune, its brief fine-tune, its candidate here), the one whose brief
-    fine-tune `best` (this device's best candidate after its brief fine-tune) does not beat beyond noise: the paired
-    95% interval of their validation top-1 difference (Newcombe's, over the same samples) reaches 0. Of several,
-    the most accurate by its full fine-tune; with its accuracy. None without per-sample outcomes (a metric)."""
-    if best.val_correct is None:
-        return None
-    found = [(full.accuracy, cand) for full, brief, cand in inherited if _not_beaten(best, brief)]
-    if not found:
-        return None
-    accuracy, cand = max(found, key=lambda t: t[0])
-    return cand, accuracy
 
 
 def breaks_class_guard(drop: tuple[float, float, float], limit_pts: float) -> bool:
