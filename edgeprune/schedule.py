@@ -3,8 +3,8 @@
 
 Iterative schedules can keep more accuracy where much is removed at once (the fine-tune between steps lets the
 model move what the next step takes onto the channels that stay); at equal epochs on MNIST-1D they did not
-(docs/benchmarks.md), so the planner tries both and keeps the better on validation. The planner and `build`/`apply` both call
-`prune_and_recover`, so `edgeprune apply plan.yaml` replays the planner's weights.
+(docs/benchmarks.md), so the planner tries both and keeps the better on validation. The planner and
+`build`/`apply` both call `prune_and_recover`, so `edgeprune apply plan.yaml` replays the planner's weights.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ import torch
 
 from edgeprune._progress import Steps
 from edgeprune.cost.features import lower, trace
-from edgeprune.criteria import structure_criterion
 from edgeprune.cost.model import predict_features
+from edgeprune.criteria import structure_criterion
 from edgeprune.planner.collaborators import Evaluator, MeasureFn
 from edgeprune.planner.journal import Journal
 from edgeprune.planner.results import DevicePlan, Tuned
