@@ -382,3 +382,20 @@ def test_a_fixed_plan_removes_heads_and_blocks_through_a_build_and_a_plan_yaml_c
     assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["plan"]["head_keep_ratio"] == 0.5
     replayed = read_plan_yaml(tmp_path / "plan.yaml").plan
     assert (replayed.head_keep_ratio, replayed.mlp_keep_ratio, replayed.keep_blocks) == (0.5, 1.0, 1)
+
+
+def test_a_model_with_attention_is_recovered_at_the_attention_learning_rate():
+    """2e-3 suits the CNNs and undoes what a transformer learnt (docs/benchmarks.md): a model with heads recovers at
+    `ATTENTION_LR`, and the summary records it (what `apply` replays)."""
+    from edgeprune.data import dataset_from_arrays
+    from edgeprune.recover import ATTENTION_LR, RecoveryConfig, recover
+
+    rng = np.random.default_rng(0)
+    cases = [(_build("timm"), (3, 32, 32)), (torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 4)), (3, 4, 4))]
+    seen = []
+    for model, shape in cases:
+        data = dataset_from_arrays(rng.normal(size=(20, *shape)).astype(np.float32), rng.integers(0, 4, size=20),
+                                   (1, *shape))
+        summary = recover(copy.deepcopy(model), model.eval(), data, epochs=1, threads=1)
+        seen.append(summary.config.lr)
+    assert seen == [ATTENTION_LR, RecoveryConfig.lr] and ATTENTION_LR < RecoveryConfig.lr
