@@ -38,7 +38,7 @@ from edgeprune.schedule import prune_and_recover
 from edgeprune.structure import describe as describe_structure
 from edgeprune.scoring import score_outputs
 from edgeprune.shifts import shifted
-from edgeprune.stats import paired_difference_interval
+from edgeprune.stats import class_drops
 from edgeprune.types import SINGLE_OUTPUT_KEY, ChannelGroup, Dataset, ModelSpec, Plan, PruneSummary
 from edgeprune.vision_heads import postprocess_of
 
@@ -60,17 +60,6 @@ def predict_classes(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256
 def class_accuracy(correct: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     """Top-1 of each class present in `labels`, from whether each sample was classified right."""
     return {int(c): float(correct[labels == c].mean()) for c in np.unique(labels)}
-
-
-def class_drops(labels: np.ndarray, dense_ok: np.ndarray, plan_ok: np.ndarray) -> dict[int, tuple[float, float, float]]:
-    """Each class's top-1 drop vs the unpruned model, in points, with its paired 95% interval: class -> (drop, low,
-    high), from whether each sample was right (`dense_ok`, `plan_ok`, aligned with `labels`)."""
-    out = {}
-    for c in np.unique(labels):
-        mask = labels == c
-        drop, low, high = paired_difference_interval(dense_ok[mask], plan_ok[mask])
-        out[int(c)] = (100.0 * drop, 100.0 * low, 100.0 * high)
-    return out
 
 
 @dataclass(frozen=True)

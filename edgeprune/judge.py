@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeprune.limits import Limits, measured_on_device, within
 from edgeprune.profiles import DeviceProfile
-from edgeprune.stats import paired_difference_interval, straddles, wilson_interval
+from edgeprune.stats import class_drops, paired_difference_interval, straddles, wilson_interval
 from edgeprune.types import (SINGLE_OUTPUT_KEY, BudgetCheck, ClassAccuracy, Measurement, OutputParity, Quality,
                              ShiftQuality, Verdict)
 
@@ -243,11 +243,10 @@ def assess_shift(names: Sequence[str], reference: np.ndarray, artifact: np.ndarr
 def per_class_accuracy(reference_ok: np.ndarray, artifact_ok: np.ndarray, labels: np.ndarray) -> tuple[ClassAccuracy, ...]:
     """Top-1 of the unpruned model and of the artifact on each class's test samples, with the paired drop."""
     out = []
-    for label in np.unique(labels):
+    for label, (drop, low, high) in class_drops(labels, reference_ok, artifact_ok).items():
         mask = labels == label
-        diff, low, high = paired_difference_interval(reference_ok[mask], artifact_ok[mask])
-        out.append(ClassAccuracy(int(label), int(mask.sum()), float(reference_ok[mask].mean()),
-                                 float(artifact_ok[mask].mean()), round(100.0 * diff, 4), (100.0 * low, 100.0 * high)))
+        out.append(ClassAccuracy(label, int(mask.sum()), float(reference_ok[mask].mean()),
+                                 float(artifact_ok[mask].mean()), round(drop, 4), (low, high)))
     return tuple(out)
 
 

@@ -68,6 +68,19 @@ def paired_difference_interval(first: np.ndarray, second: np.ndarray, z: float =
     return diff, diff - math.sqrt(max(0.0, low)), diff + math.sqrt(max(0.0, high))
 
 
+def class_drops(labels: np.ndarray, reference_ok: np.ndarray,
+                other_ok: np.ndarray) -> dict[int, tuple[float, float, float]]:
+    """Each class's top-1 drop from a reference model to another, in points, with its paired 95% interval (Newcombe's,
+    over that class's samples): class -> (drop, low, high), from whether each sample was right (aligned with
+    `labels`)."""
+    out = {}
+    for c in np.unique(labels):
+        mask = labels == c
+        drop, low, high = paired_difference_interval(reference_ok[mask], other_ok[mask])
+        out[int(c)] = (100.0 * drop, 100.0 * low, 100.0 * high)
+    return out
+
+
 def straddles(interval: Sequence[float] | None, limit: float) -> bool:
     """Whether a 95% interval reaches both sides of `limit`: the verdict against it is within noise."""
     return interval is not None and interval[0] <= limit < interval[1]

@@ -14,7 +14,7 @@ import edgeprune
 from edgeprune.errors import ConfigError
 from edgeprune import shifts
 from edgeprune.judge import assess_quality, assess_shift, judge
-from edgeprune.evaluator import class_drops
+from edgeprune.stats import class_drops
 from edgeprune.planner.device_search import DeviceSearch, breaks_class_guard
 from edgeprune.planner.results import Tuned
 from edgeprune.profiles import host_profile
