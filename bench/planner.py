@@ -49,7 +49,7 @@ from edgeprune.export import get_exporter
 from edgeprune.modelspec import resolve_model
 from edgeprune.profiles import host_profile, load_profile
 from edgeprune.prune import as_tensor, prune
-from edgeprune.recover import RecoveryConfig, distill
+from edgeprune.recover import recover
 from edgeprune.runners.base import BLOCK_PAUSE_S, measure_in_blocks
 from edgeprune.runners.host import HostRunner
 from edgeprune.stats import paired_difference_interval, wilson_interval
@@ -356,9 +356,8 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
         for keep in _uniform_grid(cfg.uniform_step):
             plan = Plan(target="executorch", scheme="int8", keep_ratio=keep, threads=bench.threads)
             model, _ = prune(spec.module, bench.example, bench.calib, plan) if keep < 1.0 else (spec.module, None)
-            if keep < 1.0 and cfg.finetune_epochs > 0:
-                distill(model, spec.module, data.train_x, data.train_y,
-                        RecoveryConfig(epochs=cfg.finetune_epochs, threads=usable_cores()))
+            if keep < 1.0:  # the planner's own recovery recipe (learning rate, epoch kept on validation)
+                recover(model, spec.module, data, cfg.finetune_epochs)
             kept = bench.keep(model, plan)
             kept_uniform.append(kept)
             baseline.append({"keep": keep, "accuracy": kept.accuracy, "accuracy_ci95": kept.interval()})

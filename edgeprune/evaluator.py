@@ -314,7 +314,8 @@ class CandidateEvaluator:
         recovery = None
         if facts["recovery"] is not None:
             r = {k: v for k, v in facts["recovery"].items() if k != "method"}
-            recovery = RecoverySummary(**{**r, "config": RecoveryConfig(**r["config"])})
+            recovery = RecoverySummary(**{**r, "config": RecoveryConfig(**r["config"]),
+                                          "val_scores": tuple(r.get("val_scores", ()))})
         per_class, ok = facts.get("class_accuracy"), facts.get("val_correct")
         return Tuned(model, facts["accuracy"], summary, recovery,
                      None if per_class is None else {int(c): float(a) for c, a in per_class},

@@ -14,6 +14,7 @@ call it, so `edgeprune apply plan.yaml` reproduces the weights the planner chose
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -68,9 +69,16 @@ class RecoverySummary:
     """Brief fine-tunes between the steps of an iterative pruning schedule (0: one-shot); `seconds` includes them."""
     step_epochs: int = 0
     """Epochs of each of those brief fine-tunes."""
+    kept_epoch: int | None = None
+    """The epoch whose weights were kept, chosen on the validation split (0: the pruned weights before any
+    fine-tune); None: no validation split, the last epoch's."""
+    val_scores: tuple[float, ...] = ()
+    """The validation score after each epoch, from epoch 0 (see `validation_score`)."""
 
     def to_dict(self) -> dict[str, Any]:
         method = "fine-tune with knowledge distillation from the unpruned model"
+        if self.kept_epoch is not None:
+            method += f", keeping the epoch best on the validation split ({self.kept_epoch} of {self.config.epochs})"
         if self.between_steps:
             method += (f", after {self.between_steps} brief fine-tune(s) of {self.step_epochs} epoch(s) between "
                        "the steps of an iterative pruning schedule")
@@ -84,9 +92,12 @@ def distill(
     train_y: Any,
     config: RecoveryConfig = RecoveryConfig(),
     progress: Callable[[int, int], None] | None = None,
+    score: Callable[[nn.Module], float] | None = None,
 ) -> RecoverySummary:
     """Fine-tune `student` in place on (train_x, train_y) with KD from `teacher`; leaves it in eval mode. `train_y`
-    may be None for a model with several outputs, which is fitted to the teacher's outputs alone."""
+    may be None for a model with several outputs, which is fitted to the teacher's outputs alone. With `score`
+    (higher is better; `validation_score`), the student is scored before training and after each epoch, and the
+    best epoch's weights are kept (ties: the later epoch), so a fine-tune never leaves the model worse on it."""
     if config.epochs < 0 or not 0.0 <= config.alpha <= 1.0 or config.temperature <= 0 or config.threads < 1:
         raise ConfigError(f"recovery settings {config} are out of range: epochs >= 0, 0 <= alpha <= 1, "
                           "temperature > 0, threads >= 1")
@@ -94,11 +105,12 @@ def distill(
         raise ConfigError(f"training data has {len(train_x)} inputs and "
                           f"{'no' if train_y is None else len(train_y)} labels; need the same, non-zero count")
     with torch_threads(config.threads):
-        return _distill(student, teacher, train_x, train_y, config, progress)
+        return _distill(student, teacher, train_x, train_y, config, progress, score)
 
 
 def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_y: Any, config: RecoveryConfig,
-             progress: Callable[[int, int], None] | None) -> RecoverySummary:
+             progress: Callable[[int, int], None] | None,
+             score: Callable[[nn.Module], float] | None) -> RecoverySummary:
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     x_all = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
@@ -112,6 +124,8 @@ def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_
         optimizer, max_lr=config.lr, total_steps=max(1, config.epochs * steps_per_epoch)
     )
     loss_value = float("nan")
+    best = _BestEpoch(score)
+    best.consider(student, 0)
     with torch.random.fork_rng():  # dropout draws from the global generator: seed it, without leaking the seed
         torch.manual_seed(config.seed)
         for epoch in range(config.epochs):
@@ -125,10 +139,39 @@ def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_
                 optimizer.step()
                 scheduler.step()
                 loss_value = loss.item()
+            best.consider(student, epoch + 1)
             if progress is not None:
                 progress(epoch + 1, config.epochs)
+    kept = best.restore(student, config.epochs)
     student.eval()
-    return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value)
+    return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value, kept_epoch=kept,
+                           val_scores=tuple(best.scores))
+
+
+class _BestEpoch:
+    """The weights of the best-scoring epoch so far (none kept without a score)."""
+
+    def __init__(self, score: Callable[[nn.Module], float] | None):
+        self._score, self.scores = score, []
+        self._best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def consider(self, model: nn.Module, epoch: int) -> None:
+        if self._score is None:
+            return
+        model.eval()
+        value = float(self._score(model))
+        self.scores.append(value)
+        if self._best is None or value >= self._best[0]:
+            self._best = (value, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def restore(self, model: nn.Module, last_epoch: int) -> int | None:
+        """Load the best epoch's weights into `model` (if not the last); its epoch, or None without a score."""
+        if self._best is None:
+            return None
+        _, epoch, state = self._best
+        if epoch != last_epoch:
+            model.load_state_dict(state)
+        return epoch
 
 
 Objective = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]
@@ -197,6 +240,34 @@ def recovery_data(teacher: nn.Module, dataset: Dataset) -> tuple[np.ndarray, Any
     return x, labels.astype(np.int64), 1.0, what
 
 
+def validation_score(teacher: nn.Module, dataset: Dataset, config: RecoveryConfig) -> Callable[[nn.Module], float] | None:
+    """How `distill` picks the epoch to keep: top-1 on the validation split for class logits (against its labels,
+    or the teacher's top-1 on unlabelled data); for any other output, minus the recovery loss on the validation
+    split. None without a validation split."""
+    if dataset.val_x is None or len(dataset.val_x) == 0:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(dataset.val_x, dtype=np.float32))
+
+    def outputs(model: nn.Module) -> list[torch.Tensor]:
+        with torch.no_grad():
+            parts = [leaves(model(x[i : i + 256])) for i in range(0, len(x), 256)]
+        return [torch.cat(column) for column in zip(*parts)]
+
+    teacher.eval()
+    with torch.no_grad():
+        probe = leaves(teacher(x[:1]))
+    labels = None if dataset.val_y is None else np.asarray(dataset.val_y)
+    if len(probe) == 1 and probe[0].ndim == 2 and (labels is None or (
+            labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer))):
+        target = outputs(teacher)[0].argmax(1) if labels is None else torch.from_numpy(labels.astype(np.int64))
+        return lambda model: float((outputs(model)[0].argmax(1) == target).double().mean())
+    reference = outputs(teacher)
+    usable = labels if len(reference) == 1 and labels is not None and labels.dtype != object else None
+    loss_of = _objective(reference, usable, config)
+    everything = torch.arange(len(x))
+    return lambda model: -float(loss_of(outputs(model), everything))
+
+
 def recover(
     student: nn.Module,
     teacher: nn.Module,
@@ -205,13 +276,17 @@ def recover(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     threads: int | None = None,
+    keep_best_epoch: bool = True,
 ) -> RecoverySummary | None:
     """Fine-tune the pruned `student` in place for `epochs` on `recovery_data`, on `threads` torch threads (None:
-    every usable core; a pool worker passes 1); None when `epochs` is 0."""
+    every usable core; a pool worker passes 1), keeping the epoch best on the validation split
+    (`validation_score`) unless `keep_best_epoch` is False; None when `epochs` is 0."""
     if epochs == 0:
         return None
     x, y, alpha, what = recovery_data(teacher, dataset)
     lr = ATTENTION_LR if describe_structure(teacher).get("heads") else RecoveryConfig.lr
     config = RecoveryConfig(epochs=epochs, lr=lr, alpha=alpha, seed=seed, threads=threads or usable_cores())
-    summary = distill(student, teacher, x, y, config, progress)
-    return RecoverySummary(summary.config, summary.train_samples, summary.seconds, summary.final_loss, what)
+    with torch_threads(config.threads):
+        score = validation_score(teacher, dataset, config) if keep_best_epoch else None
+    summary = distill(student, teacher, x, y, config, progress, score)
+    return dataclasses.replace(summary, data=what)

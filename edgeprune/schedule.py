@@ -46,12 +46,13 @@ def prune_and_recover(
 ) -> tuple[nn.Module, PruneSummary, RecoverySummary | None]:
     """`module` pruned to `plan` and fine-tuned `epochs` by `recover.recover` (on `threads`; None: every usable
     core); an iterative plan spends `step_epochs` of them after each step but the last and `final_epochs` after
-    the last. The recovery is None when `epochs` is 0."""
+    the last, where the epoch best on the validation split is kept. The recovery is None when `epochs` is 0."""
     between: list[RecoverySummary] = []
     brief = step_epochs(epochs, plan.prune_steps)
 
     def fine_tune_between(model: nn.Module, step: int) -> None:
-        summary = recover(model, module, dataset, brief, seed + step, threads=threads)
+        # every epoch of a brief fine-tune is kept: it moves what the next step removes onto what stays
+        summary = recover(model, module, dataset, brief, seed + step, threads=threads, keep_best_epoch=False)
         if summary is not None:
             between.append(summary)
 

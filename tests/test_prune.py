@@ -118,5 +118,6 @@ def test_apply_recovers_the_planners_weights(tmp_path, labelled):
     assert recovery is not None and planned.recovery is not None
     assert recovery.data == planned.recovery.data
     assert ("labels" in recovery.data) is labelled
+    assert recovery.kept_epoch == planned.recovery.kept_epoch and recovery.val_scores == planned.recovery.val_scores
     assert summary.channels == planned.summary.channels
     assert _state_sha256(applied) == _state_sha256(planned.model)
