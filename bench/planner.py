@@ -214,6 +214,7 @@ class Config:
     fleet_budget: float = 0.7
     fractions: tuple[float, ...] | None = None
     sensitivity_samples: int = PlanSettings.sensitivity_samples
+    executor: str = "process"
 
 
 class Bench:
@@ -292,10 +293,10 @@ def run_model(name: str, cfg: Config, size: int, work: Path,
               checkpoint: Callable[[dict[str, Any]], None] = lambda partial: None) -> dict[str, Any]:
     """The model's results; `checkpoint` gets the partial results after every budget and baseline point."""
     spec, data = _model(name, work, size)
-    # a process pool for the sensitivity analysis and the brief fine-tunes, as `edgeprune build` uses (this script's
-    # entry point is guarded, so its workers can import it)
+    # by default a process pool for the sensitivity analysis and the brief fine-tunes, as `edgeprune build` uses (this
+    # script's entry point is guarded, so its workers can import it)
     settings = PlanSettings(finetune_epochs=cfg.finetune_epochs, rank_epochs=min(cfg.rank_epochs, cfg.finetune_epochs),
-                            importances=cfg.importances, executor="process",
+                            importances=cfg.importances, executor=cfg.executor,
                             sensitivity_samples=cfg.sensitivity_samples)
     if cfg.fleet_only:
         with contextlib.ExitStack() as stack:
@@ -554,6 +555,9 @@ def main() -> None:
     parser.add_argument("--sensitivity-samples", type=int, default=PlanSettings.sensitivity_samples,
                         help="validation samples each sensitivity evaluation scores (fewer: a faster analysis at "
                              "224x224, a noisier proxy)")
+    parser.add_argument("--executor", default="process", choices=("serial", "process"),
+                        help="where the planner's analyses and brief fine-tunes run; serial keeps one copy of the data "
+                             "in memory (a pool worker holds its own: 224x224 data at 2 workers nearly fills 24 GiB)")
     parser.add_argument("--fleet", action="store_true", help="also time planning one phone vs a fleet of five")
     parser.add_argument("--fleet-only", action="store_true", help="only the fleet timing (no sweep)")
     parser.add_argument("--fleet-budget", type=float, default=0.7,
@@ -570,7 +574,7 @@ def main() -> None:
     cfg = Config(budgets=args.budgets, finetune_epochs=args.finetune_epochs, rank_epochs=args.rank_epochs,
                  importances=tuple(args.importance.split(",")), runs=args.runs, passes=args.passes,
                  uniform_step=args.uniform_step, fleet=args.fleet or args.fleet_only, fleet_only=args.fleet_only,
-                 fleet_budget=args.fleet_budget, sensitivity_samples=args.sensitivity_samples,
+                 fleet_budget=args.fleet_budget, sensitivity_samples=args.sensitivity_samples, executor=args.executor,
                  fractions=tuple(float(f) for f in args.fractions.split(",")) if args.fractions else None)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
