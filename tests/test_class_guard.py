@@ -15,7 +15,7 @@ from edgeprune.errors import ConfigError
 from edgeprune import shifts
 from edgeprune.judge import assess_quality, assess_shift, judge
 from edgeprune.stats import class_drops
-from edgeprune.planner.device_search import DeviceSearch, breaks_class_guard
+from edgeprune.planner.guards import binding_guard, breaks_class_guard, meets_guards, shift_drop, worst_class
 from edgeprune.planner.results import Tuned
 from edgeprune.profiles import host_profile
 from edgeprune.types import Measurement
@@ -78,24 +78,20 @@ class _Evaluator:
         return None  # no per-sample figures: the guard judges the point drops
 
 
-class _Planner:
-    evaluator = _Evaluator()
-
-
 def test_the_planner_reads_the_worst_class_and_the_shift_drop_on_the_validation_split():
-    search = DeviceSearch.__new__(DeviceSearch)  # only the guard's arithmetic: no search is run
-    search.planner = _Planner()
-    search.profile = host_profile().with_budget(max_class_drop_pts=10.0)
+    evaluator, budget = _Evaluator(), host_profile().with_budget(max_class_drop_pts=10.0).budget
     even = Tuned(None, 0.85, None, None, {0: 0.95, 1: 0.85, 2: 0.75})
     skewed = Tuned(None, 0.88, None, None, {0: 1.0, 1: 0.9, 2: 0.6})
-    assert search._worst_class(even) == (0, *[pytest.approx(5.0)] * 3)
-    assert search._worst_class(skewed) == (2, *[pytest.approx(20.0)] * 3)
-    assert search._guarded(even) and not search._guarded(skewed)
-    assert search._guarded(Tuned(None, 0.5, None, None, None))  # a metric-judged model: no per-class figures
-    search.profile = host_profile().with_budget(max_shift_drop_pts=5.0)
+    assert worst_class(evaluator, even, 10.0) == (0, *[pytest.approx(5.0)] * 3)
+    assert worst_class(evaluator, skewed, 10.0) == (2, *[pytest.approx(20.0)] * 3)
+    assert meets_guards(evaluator, budget, even) and not meets_guards(evaluator, budget, skewed)
+    assert "class 2 loses 20.00 points" in binding_guard(evaluator, budget, skewed)
+    assert meets_guards(evaluator, budget, Tuned(None, 0.5, None, None, None))  # a metric: no per-class figures
+    budget = host_profile().with_budget(max_shift_drop_pts=5.0).budget
     robust, brittle = (Tuned(None, 0.85, None, None, None, shift) for shift in (0.87, 0.8))
-    assert search._shift_drop(robust) == pytest.approx(3.0) and search._guarded(robust)
-    assert search._shift_drop(brittle) == pytest.approx(10.0) and not search._guarded(brittle)
+    assert shift_drop(evaluator, robust) == pytest.approx(3.0) and meets_guards(evaluator, budget, robust)
+    assert shift_drop(evaluator, brittle) == pytest.approx(10.0) and not meets_guards(evaluator, budget, brittle)
+    assert "shifted validation inputs drops 10.00 points > 5 allowed" in binding_guard(evaluator, budget, brittle)
 
 
 class _PairedEvaluator(_Evaluator):
@@ -119,19 +115,17 @@ def _losing(per_class: dict[int, int]) -> Tuned:
 
 
 def test_the_class_guard_turns_away_a_real_loss_not_one_sample_of_a_rare_class():
-    search = DeviceSearch.__new__(DeviceSearch)
-    search.planner = type("P", (), {"evaluator": _PairedEvaluator()})()
-    search.profile = host_profile().with_budget(max_class_drop_pts=10.0)
+    evaluator, budget = _PairedEvaluator(), host_profile().with_budget(max_class_drop_pts=10.0).budget
     one_rare = _losing({2: 1})  # 1 of 5: 20 points over a 10-point guard, but its interval reaches below 0
-    c, drop, low, high = search._worst_class(one_rare)
+    c, drop, low, high = worst_class(evaluator, one_rare, 10.0)
     assert (c, drop) == (2, pytest.approx(20.0)) and low < 0 < high
-    assert search._guarded(one_rare)
+    assert meets_guards(evaluator, budget, one_rare)
     three_rare = _losing({2: 3})  # 3 of 5 lost and none gained: a loss beyond noise
-    assert search._worst_class(three_rare)[2] > 0 and not search._guarded(three_rare)
+    assert worst_class(evaluator, three_rare, 10.0)[2] > 0 and not meets_guards(evaluator, budget, three_rare)
     # a common class's real 15-point loss breaks the guard, and it is the one reported, not the rare class's noise
     common = _losing({0: 6, 2: 2})
-    c, drop, low, _ = search._worst_class(common)
-    assert (c, drop) == (0, pytest.approx(15.0)) and low > 0 and not search._guarded(common)
+    c, drop, low, _ = worst_class(evaluator, common, 10.0)
+    assert (c, drop) == (0, pytest.approx(15.0)) and low > 0 and not meets_guards(evaluator, budget, common)
     assert breaks_class_guard((15.0, 4.0, 30.0), 10.0) and not breaks_class_guard((15.0, -1.0, 30.0), 10.0)
     assert not breaks_class_guard((8.0, 2.0, 20.0), 10.0)
 

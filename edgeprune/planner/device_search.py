@@ -27,6 +27,7 @@ from edgeprune.errors import BudgetInfeasibleError, ConfigError
 from edgeprune.limits import Costs, Limits, measured_on_device
 from edgeprune.planner.collaborators import MeasureFn
 from edgeprune.planner.correction import Correction
+from edgeprune.planner.guards import binding_guard, meets_guards
 from edgeprune.planner.pareto import pareto_front
 from edgeprune.planner.planner import Planner, PruneKey
 from edgeprune.planner.results import DevicePlan, RoundReport, Tuned, candidate_dict, costs_dict
@@ -238,57 +239,17 @@ class DeviceSearch:
                 f"({cand.label()}) the best {score.name} drop on the validation split is {_amount(drop, score)} > "
                 f"{max_drop:g} allowed; loosen the latency/size budgets or allow a larger {score.name} drop"
             ), self.rounds, proven=False)
-        worst = self._worst_class(tuned)
-        max_class = self.profile.budget.max_class_drop_pts
-        if worst is not None and max_class is not None and breaks_class_guard(worst[1:], max_class):
+        guard = binding_guard(self.planner.evaluator, self.profile.budget, tuned)
+        if guard is not None:
             raise with_rounds(BudgetInfeasibleError(
-                f"device '{self.profile.name}': the class guard binds: at {predicted.latency_ms:.4g} ms "
-                f"({cand.label()}) class {worst[0]} loses {worst[1]:.2f} points of top-1 on the validation split "
-                f"(95% interval {worst[2]:.3g}..{worst[3]:.3g}) > {max_class:g} allowed; loosen the latency/size "
-                "budgets or allow a larger class drop"
-            ), self.rounds, proven=False)
-        shift, max_shift = self._shift_drop(tuned), self.profile.budget.max_shift_drop_pts
-        if shift is not None and max_shift is not None and shift > max_shift + 1e-9:
-            raise with_rounds(BudgetInfeasibleError(
-                f"device '{self.profile.name}': the robustness guard binds: at {predicted.latency_ms:.4g} ms "
-                f"({cand.label()}) top-1 on shifted validation inputs drops {shift:.2f} points > {max_shift:g} "
-                "allowed; loosen the latency/size budgets or allow a larger shift drop"
+                f"device '{self.profile.name}': at {predicted.latency_ms:.4g} ms ({cand.label()}) {guard}"
             ), self.rounds, proven=False)
         return DevicePlan(self.profile.name, cand, self.space, tuned, predicted, self.rounds, self._front(usable),
                           visited, self.finetuned, time.perf_counter() - self.start, measurement, final_s, sens,
                           sorted(self.dropped.values()))
 
-    def _worst_class(self, tuned: Tuned) -> tuple[int, float, float, float] | None:
-        """(class, points, low, high): the class that lost the most top-1 on the validation split vs the unpruned
-        model, with the paired 95% interval of its loss; of the classes that break the class guard
-        (`breaks_class_guard`) if any do. Without per-sample figures (a journal of an older run) the interval is the
-        point itself. None: no per-class figures (no class labels, or a metric)."""
-        evaluator = self.planner.evaluator
-        drops = evaluator.class_drops(tuned)
-        if drops is None:
-            dense = evaluator.dense_class_accuracy
-            if dense is None or tuned.class_accuracy is None:
-                return None
-            points = {c: 100.0 * (a - tuned.class_accuracy.get(c, 0.0)) for c, a in dense.items()}
-            drops = {c: (d, d, d) for c, d in points.items()}
-        limit = self.profile.budget.max_class_drop_pts
-        breaking = {c: d for c, d in drops.items() if limit is not None and breaks_class_guard(d, limit)}
-        pool = breaking or drops
-        worst = max(pool, key=lambda c: (pool[c][0], -c))
-        return (worst, *pool[worst])
-
-    def _shift_drop(self, tuned: Tuned) -> float | None:
-        """Top-1 points lost on the shifted validation inputs vs the unpruned model (None: the guard is off)."""
-        dense = self.planner.evaluator.dense_shift_accuracy
-        return None if dense is None or tuned.shift_accuracy is None else 100.0 * (dense - tuned.shift_accuracy)
-
     def _guarded(self, tuned: Tuned) -> bool:
-        """Whether `tuned` meets the class and robustness guards (`max_class_drop_pts`, `max_shift_drop_pts`; True
-        for a guard that is not set or cannot be told)."""
-        budget, worst, shift = self.profile.budget, self._worst_class(tuned), self._shift_drop(tuned)
-        return ((budget.max_class_drop_pts is None or worst is None
-                 or not breaks_class_guard(worst[1:], budget.max_class_drop_pts))
-                and (budget.max_shift_drop_pts is None or shift is None or shift <= budget.max_shift_drop_pts + 1e-9))
+        return meets_guards(self.planner.evaluator, self.profile.budget, tuned)
 
     def _unpruned_fits(self) -> DevicePlan | None:
         """Objective 'accuracy': the unpruned model at the most faithful scheme, if it fits, is the answer."""
@@ -582,14 +543,6 @@ def _costs(p) -> Costs:
     """A cost-model prediction as the costs budgets judge."""
     return Costs(latency_ms=p.latency_p50_ms, model_size_mb=p.model_size_mb, peak_memory_mb=p.peak_memory_mb,
                  energy_mj=p.energy_mj)
-
-
-def breaks_class_guard(drop: tuple[float, float, float], limit_pts: float) -> bool:
-    """Whether a class's top-1 drop (points, with its paired 95% interval) breaks the class guard: over `limit_pts`
-    and a real loss (the interval lies above 0). A drop over the limit that cannot be told from no loss at all (one
-    or two lost samples of a rare class: with 5 samples, one is 20 points) is within noise: the plan stays, and the
-    test split's verdict marks the guard within noise."""
-    return drop[0] > limit_pts + 1e-9 and drop[1] > 0
 
 
 def unpruned(c: Candidate) -> bool:
