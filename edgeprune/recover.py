@@ -240,7 +240,8 @@ def recovery_data(teacher: nn.Module, dataset: Dataset) -> tuple[np.ndarray, Any
     return x, labels.astype(np.int64), 1.0, what
 
 
-def validation_score(teacher: nn.Module, dataset: Dataset, config: RecoveryConfig) -> Callable[[nn.Module], float] | None:
+def validation_score(teacher: nn.Module, dataset: Dataset,
+                     config: RecoveryConfig) -> Callable[[nn.Module], float] | None:
     """How `distill` picks the epoch to keep: top-1 on the validation split for class logits (against its labels,
     or the teacher's top-1 on unlabelled data); for any other output, minus the recovery loss on the validation
     split. None without a validation split."""
