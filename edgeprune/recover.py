@@ -115,9 +115,7 @@ def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_
     generator = torch.Generator().manual_seed(config.seed)
     x_all = torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.float32))
     teacher.eval()
-    with torch.no_grad():
-        parts = [leaves(teacher(x_all[i : i + 256])) for i in range(0, len(x_all), 256)]
-    loss_of = _objective([torch.cat(column) for column in zip(*parts)], train_y, config)
+    loss_of = _objective(_outputs(teacher, x_all), train_y, config)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(x_all) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -146,6 +144,13 @@ def _distill(student: nn.Module, teacher: nn.Module, train_x: np.ndarray, train_
     student.eval()
     return RecoverySummary(config, len(x_all), time.perf_counter() - start, loss_value, kept_epoch=kept,
                            val_scores=tuple(best.scores))
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each of `model`'s outputs on all of `x`, computed in batches of 256 without gradients."""
+    with torch.no_grad():
+        parts = [leaves(model(x[i : i + 256])) for i in range(0, len(x), 256)]
+    return [torch.cat(column) for column in zip(*parts)]
 
 
 class _BestEpoch:
@@ -250,9 +255,7 @@ def validation_score(teacher: nn.Module, dataset: Dataset,
     x = torch.from_numpy(np.ascontiguousarray(dataset.val_x, dtype=np.float32))
 
     def outputs(model: nn.Module) -> list[torch.Tensor]:
-        with torch.no_grad():
-            parts = [leaves(model(x[i : i + 256])) for i in range(0, len(x), 256)]
-        return [torch.cat(column) for column in zip(*parts)]
+        return _outputs(model, x)
 
     teacher.eval()
     with torch.no_grad():
